@@ -1,0 +1,85 @@
+"""The interface every model of :mod:`dynamics.models` shares: hidden representation, then a linear read-out.
+
+``forward(x) = readout(features(x))`` where ``readout`` is an ``nn.Linear``. The read-out is affine in its own
+parameters, so f(x, θ) = Σ_{k∈S} θ_k ∂f/∂θ_k holds with S = the read-out's weight and bias (the on-model
+structure of THEORY.md). ``features(x)`` returns the read-out's input, shape (N, feature_dim); the training
+framework keeps a frozen copy of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dynamics.errors import InputError
+
+__all__ = ["Classifier", "as_size"]
+
+
+def as_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """Normalise ``input_size`` (``28`` or ``(28, 28)`` or ``None``) to ``(H, W)`` or ``None``.
+
+    >>> as_size(16), as_size((16, 20)), as_size(None)
+    ((16, 16), (16, 20), None)
+    """
+    if input_size is None:
+        return None
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise InputError(f"input_size must be an int or a pair (H, W) of positive ints, got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+class Classifier(nn.Module):
+    """Base class: ``features`` (N, ...) -> (N, feature_dim), then ``readout: nn.Linear`` -> logits (N, k).
+
+    Subclasses set ``in_channels``, ``num_classes``, ``feature_dim``, ``readout`` and implement
+    ``_features``. ``min_size`` is the smallest spatial input a convolutional model accepts (``None`` for
+    models that take any size or vectors); ``input_size`` is the exact (H, W) a model requires, if any.
+    """
+
+    in_channels: int
+    num_classes: int
+    feature_dim: int
+    readout: nn.Linear
+    input_size: tuple[int, int] | None = None
+    min_size: int | None = None
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputError` when ``x`` (N, C, H, W) or (C, H, W) cannot go through this model."""
+        if x.dim() < 3:
+            raise InputError(
+                f"{type(self).__name__} takes images (N, C, H, W); got a tensor of shape {tuple(x.shape)}"
+            )
+        c, h, w = x.shape[-3:]
+        if c != self.in_channels:
+            raise InputError(
+                f"{type(self).__name__} was built for {self.in_channels} input channel(s), got input of shape "
+                f"{tuple(x.shape)}; create it with in_channels={c}"
+            )
+        if self.input_size is not None and (h, w) != self.input_size:
+            raise InputError(
+                f"{type(self).__name__} was built for {self.input_size[0]}x{self.input_size[1]} inputs, got "
+                f"{h}x{w}; create it with input_size=({h}, {w})"
+            )
+        if self.min_size is not None and min(h, w) < self.min_size:
+            raise InputError(
+                f"{type(self).__name__} needs inputs of at least {self.min_size}x{self.min_size} "
+                f"(its stride-2 stages), got {h}x{w}"
+            )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden representation fed to the read-out, shape (N, feature_dim)."""
+        self.check_input(x)
+        return self._features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes)."""
+        return self.readout(self.features(x))
