@@ -13,7 +13,12 @@ import sys
 
 # subcommand -> module. Add a line here when a subsystem gains a command.
 SUBCOMMANDS: dict[str, str] = {
+    "reproduce": "dynamics.reproduce.cli",
+    "report": "dynamics.reproduce.report_cli",
     "ntk": "dynamics.engine.cli",
+    "train": "dynamics.training.cli",
+    "data": "dynamics.data.cli",
+    "verify": "theory.verify",
 }
 
 

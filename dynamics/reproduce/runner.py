@@ -1,0 +1,225 @@
+"""Running a reproduction: every run of a preset, resumable, then the table and the figures.
+
+Layout of ``out_dir``::
+
+    out_dir/runs/<dataset>-<noaug|aug>-<base|modified>-seed<s>/   one training run each (see runs.py)
+    out_dir/table.{md,csv,tex,json}, training_curves.png, conditions_over_training.png
+
+Running the same command again skips the finished runs, resumes the interrupted ones from their checkpoint
+and starts the rest; a run folder holding a *different* configuration is an error, never overwritten. A
+dataset whose files are missing is listed as skipped with the loader's message (where it looked), and the
+other datasets go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
+from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
+from dynamics.reproduce.runs import RunRecord, load_run
+from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
+
+__all__ = ["reproduce", "plan", "PlannedRun", "RUNS_SUBDIR"]
+
+log = logging.getLogger(__name__)
+
+RUNS_SUBDIR = "runs"
+#: config fields that may differ between a run folder and the plan (where it ran, where the data lives).
+_LOCATION_FIELDS = frozenset({"device", "data_root"})
+
+
+@dataclass
+class PlannedRun:
+    """One run of the plan and what :func:`reproduce` will do with it.
+
+    ``state`` is ``"finished"`` (skip), ``"diverged"`` (ended with a non-finite loss: skip, reported),
+    ``"resume"`` (a started run: continue from its checkpoint), ``"restart"`` (a run folder that stopped
+    before its first checkpoint: start it again in place) or ``"new"``.
+    """
+
+    name: str
+    config: dict[str, Any]
+    path: Path
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path), "state": self.state}
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state} ({self.path})"
+
+
+def _state(path: Path, config: dict[str, Any]) -> str:
+    if not (path / "config.json").is_file():
+        return "new"
+    record = load_run(path)
+    diff = sorted(k for k in set(config) | set(record.config)
+                  if k not in _LOCATION_FIELDS and config.get(k) != record.config.get(k))
+    if diff:
+        raise RunStateError(
+            f"{path} holds a run with a different configuration (fields {diff}: "
+            f"{ {k: record.config.get(k) for k in diff} } there, { {k: config.get(k) for k in diff} } planned); "
+            f"choose another --out folder or delete that run folder")
+    if record.finished:
+        return "finished"
+    if record.status == "nonfinite":
+        return "diverged"
+    if any(path.rglob("*.pt")):  # train() keeps checkpoints/last.pt
+        return "resume"
+    return "restart"  # started but stopped before its first checkpoint: nothing to resume from
+
+
+def plan(preset: str | Preset, out_dir: str | os.PathLike, datasets: Sequence[str] | None = None,
+         seeds: Sequence[int] | None = None, augment: Sequence[bool] | None = None, device: str | None = None,
+         data_root: str | None = None) -> list[PlannedRun]:
+    """The runs of ``preset`` under ``out_dir/runs`` and the state of each (see :class:`PlannedRun`).
+
+    Raises:
+        ConfigError: unknown preset or dataset, bad seeds.
+        RunStateError: a run folder holds a different configuration.
+    """
+    from dynamics.training import TrainConfig
+
+    runs_dir = Path(out_dir) / RUNS_SUBDIR
+    out = []
+    for name, cfg in preset_config_dicts(preset, datasets, augment, seeds, device, data_root):
+        cfg = TrainConfig.from_dict(cfg).validate().to_dict()  # all fields, as train() writes config.json
+        path = runs_dir / name
+        out.append(PlannedRun(name, cfg, path, _state(path, cfg)))
+    return out
+
+
+def _describe(record: RunRecord, with_time: bool = True) -> str:
+    final = record.final
+    parts = []
+    if final.get("test_acc") is not None:
+        parts.append(f"test error {100 * (1 - float(final['test_acc'])):.2f} %")
+    if final.get("train_loss") is not None:
+        parts.append(f"train loss {float(final['train_loss']):.2e}")
+    end = record.condition("end")
+    if end and end.get("alignment_residual") is not None:
+        parts.append(f"r(end) {float(end['alignment_residual']):.1e}")
+    wall = (record.summary or {}).get("wall_time_s")
+    if wall is not None and with_time:
+        parts.append(f"{float(wall):.0f} s")
+    return ", ".join(parts)
+
+
+def _check_device(devices: set[str], p: Preset) -> None:
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"preset {p.name!r} trains on {sorted(devices)} but no CUDA device is visible; pass "
+                              f"--device cpu (device='cpu') to train on the CPU, or use --preset cpu")
+
+
+def _check_data(dataset: str, data_root: str | None) -> None:
+    from dynamics.data import load_dataset
+
+    load_dataset(dataset, "test", data_root)
+
+
+def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
+              out_dir: str | os.PathLike = "reproduction", data_root: str | None = None,
+              seeds: Sequence[int] | None = None, augment: Sequence[bool] | None = None, dry_run: bool = False,
+              device: str | None = None, figures: bool = True,
+              data: Mapping[str, tuple[Any, Any, Any, Any]] | None = None,
+              progress: Callable[[str], None] | None = None) -> ReproductionTable:
+    """Train every run of ``preset`` that is not finished, then write the table and the figures.
+
+    Args:
+        preset: ``"paper"``, ``"cpu"`` or a :class:`Preset`.
+        datasets: subset of the preset's datasets (default: all of the preset's).
+        out_dir: output folder (runs under ``out_dir/runs``; tables and figures in ``out_dir``).
+        data_root: where the dataset files are (default: ``$DYNAMICS_DATA``, then ``~/.cache/dynamics``).
+        seeds, augment: override the preset's seeds / augmentation conditions (e.g. ``[False]``).
+        dry_run: list the plan with each run's state (and which datasets' files are missing); train nothing,
+            write nothing; the returned table covers the runs already finished.
+        device: ``"cpu"`` / ``"cuda"`` (default: the preset's).
+        figures: draw the PNG figures.
+        data: ``{dataset: (x_train, y_train, x_test, y_test)}`` tensors used instead of loading the files
+            (passed to :func:`dynamics.training.train` as ``data=``), e.g. generated data in tests.
+        progress: called with one line per run (the CLI prints it to stderr); every line is also logged.
+
+    Returns:
+        the :class:`ReproductionTable` of the finished runs, with the skipped datasets and their reasons.
+    """
+    p = get_preset(preset)
+    data = dict(data or {})
+    planned = plan(p, out_dir, datasets, seeds, augment, device, data_root)
+    if not dry_run:
+        _check_device({r.config["device"] for r in planned if r.state not in ("finished", "diverged")}, p)
+
+    def say(line: str) -> None:
+        log.log(logging.DEBUG if progress is not None else logging.INFO, "%s", line)  # one copy on a console
+        if progress is not None:
+            progress(line)
+
+    skipped: dict[str, str] = {}
+    total = len(planned)
+    counts = {s: sum(r.state == s for r in planned) for s in ("finished", "diverged", "resume", "restart", "new")}
+    say(f"reproduce {p.name}: {total} runs in {Path(out_dir) / RUNS_SUBDIR} ({counts['finished']} finished, "
+        f"{counts['diverged']} diverged, {counts['resume']} to resume, "
+        f"{counts['new'] + counts['restart']} to start)")
+    for i, run in enumerate(planned, 1):
+        dataset = run.config["dataset"]
+        head = f"[{i}/{total}] {run.name}"
+        if dataset in skipped:
+            say(f"{head}: skipped ({dataset} unavailable)")
+            continue
+        if run.state in ("finished", "diverged"):
+            say(f"{head}: {'already finished' if run.state == 'finished' else 'diverged earlier'}, "
+                f"{_describe(load_run(run.path))}")
+            continue
+        if dry_run:
+            if dataset not in data and dataset not in skipped:
+                try:
+                    _check_data(dataset, data_root)
+                except DataError as exc:
+                    skipped[dataset] = str(exc)
+                    say(f"{head}: would be skipped: {exc}")
+                    continue
+            say(f"{head}: would {'resume' if run.state == 'resume' else 'start'} ({run.path})")
+            continue
+        say(f"{head}: {'resuming' if run.state == 'resume' else 'starting'} ...")
+        start = time.perf_counter()
+        existed = run.path.exists()
+        try:
+            _train(run, data.get(dataset))
+        except DataError as exc:
+            if not existed and run.path.is_dir() and not any(run.path.iterdir()):
+                run.path.rmdir()  # leave no empty run folder behind for a dataset that is not there
+            skipped[dataset] = str(exc)
+            say(f"{head}: skipped, {dataset} data unavailable: {exc}")
+            continue
+        except NonFiniteError as exc:  # the summary says "nonfinite"; the table counts it, never averages it
+            say(f"{head}: diverged after {time.perf_counter() - start:.0f} s: {exc}")
+            continue
+        record = load_run(run.path)
+        say(f"{head}: {record.status} in {time.perf_counter() - start:.0f} s, {_describe(record, False)}")
+
+    records = [load_run(r.path) for r in planned if (r.path / "config.json").is_file()]
+    skipped_list = [SkippedDataset(d, reason) for d, reason in skipped.items()]
+    caption = f"{COLUMNS_CAPTION} {p.caption()}"
+    if dry_run:
+        return build_table(records, skipped_list, caption=caption)
+    from dynamics.reproduce.report import write_report
+
+    table = write_report(records, out_dir, skipped_list, caption=caption, figures=figures)
+    say(f"reproduce {p.name}: table and figures written to {out_dir}")
+    return table
+
+
+def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> dict[str, Any]:
+    from dynamics.training import TrainConfig, train
+
+    config = TrainConfig.from_dict(run.config).validate()
+    return train(config, run.path, resume=run.state == "resume", overwrite=run.state == "restart", data=data)

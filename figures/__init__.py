@@ -1,0 +1,1 @@
+"""Figures of the project: plotting only, reading results through the public API (no numerics of their own)."""
