@@ -42,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress lines at INFO by default (-v: DEBUG); other libraries only at WARNING (-vv: everything).
+    logging.basicConfig(level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for name in ("dynamics", "theory", "figures"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
