@@ -16,15 +16,15 @@ def _seed():
     yield
 
 
-def pytest_collection_modifyitems(config, items):
-    pass
-
-
 try:
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile("ci", max_examples=25, deadline=None,
+    # "ci" (default): deterministic examples, so a CI run is reproducible; "stress": many random examples,
+    # for shaking out flaky properties locally: HYPOTHESIS_PROFILE=stress pytest -k property
+    settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                               suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile("ci")
+    settings.register_profile("stress", max_examples=300, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # pragma: no cover
     pass

@@ -27,6 +27,11 @@ Basis. ``basis`` U (m × r, orthonormal columns) holds the leading r left singul
 ``J Jᵀ`` directly, or ``J V_r Σ_r⁻¹`` in the tall case, re-orthonormalised by a QR factorisation (same span,
 orthonormal to rounding), or U of the SVD. ``P = U Uᵀ``.
 
+Accuracy. On the Gram route an eigenvector of a kept direction σ_i is accurate to about
+``eps · σ_max² / σ_i²``, so projections are accurate to about ``eps · (σ_max / σ_r)²`` (σ_r the smallest kept
+singular value): 1e-12 for a well-conditioned J, but ~1e-6 when σ_r ≈ 1e-5 · σ_max. ``method="svd"`` is
+accurate to about ``eps · σ_max / σ_r``; prefer it for ill-conditioned Jacobians.
+
 >>> import torch
 >>> _ = torch.manual_seed(0)
 >>> J = torch.randn(6, 2, dtype=torch.float64) @ torch.randn(2, 9, dtype=torch.float64)   # rank 2
