@@ -26,6 +26,7 @@ def _atomic(path: str | os.PathLike, mode: str, writer: Callable[[IO], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, mode) as fh:
             writer(fh)
             fh.flush()
@@ -37,6 +38,12 @@ def _atomic(path: str | os.PathLike, mode: str, writer: Callable[[IO], None]) ->
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -6,5 +6,6 @@ Layers: :mod:`.parameters` (which columns), :mod:`.batchnorm` (which function, w
 """
 
 from dynamics.engine.jacobian import JacobianOperator, jacobian
+from dynamics.engine.ntk import NTKInfo, ntk
 
-__all__ = ["jacobian", "JacobianOperator"]
+__all__ = ["jacobian", "JacobianOperator", "ntk", "NTKInfo"]

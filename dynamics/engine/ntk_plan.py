@@ -1,0 +1,291 @@
+"""The cost model behind ``dynamics.ntk(method="auto")``: estimated multiply-adds and peak bytes of each method.
+
+Symbols: n1, n2 samples (n2 = n1 and half the pairs when x2 is None), k outputs, p selected parameters,
+F the forward multiply-adds per sample and a the activation elements per sample (both measured by
+:func:`dynamics.engine.ntk_structure.probe_structure`), s the bytes per element, G the parameter groups
+(selected parameters of one module), m_g the size of group g. A row block is B samples x c outputs.
+
+``jacobian`` (contraction per group)
+    rows: each group recomputes its Jacobian rows, F·(1 + 2c) per sample and output chunk (forward plus c
+    backward passes; all n in ``bn_mode="batch"``, where every row needs the whole batch);
+    contraction: 2·n1·n2·k²·m_g per group. Memory: two row blocks B·c·m_g (or all rows of the group when they
+    fit: then nothing is recomputed) plus activations 3·B·(1 + c)·a.
+``ntvp`` (K·e_j = J(x1) (J(x2)ᵀ e_j))
+    vjp for each column block, then one jvp over x1 per column: 2·F·n1·n2·k. Memory: r = B·c cotangents
+    of size p (or m_g when the parameters must be split), their jvps over B samples: 3·r·B·a.
+``structured`` (per-layer rules)
+    capture of layer inputs and output gradients: F·(1 + 2k) per sample; per layer the rule's own count
+    (Linear: n1·n2·(d_in + k²·d_out); BatchNorm affine: n·k·(outputs) + n1·n2·k²·2C; Conv2d: the cheaper of
+    per-sample gradients n·k·C_out·P·L + n1·n2·k²·C_out·P and patch Grams
+    n1·n2·(L²·P + k·C_out·L² + k²·C_out·L)); the fallback
+    groups as in ``jacobian``, all at once. Memory: captures of two tiles, B·(Σ inputs + k·Σ outputs + k·p_fb)
+    plus the largest rule temporary.
+
+``auto`` takes the feasible method with the fewest estimated multiply-adds; tile sizes are the largest that
+fit ``memory_budget`` (K itself is counted against the budget). Estimates, not measurements: they rank the
+methods by orders of magnitude, which is what the choice needs.
+
+>>> import torch, torch.nn as nn
+>>> from dynamics.engine.ntk_structure import probe_structure
+>>> sf = StackedFunction(nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)), torch.randn(16, 8))
+>>> plans = {m: plan_method(m, sf, sf, True, probe_structure(sf), 2**30) for m in METHODS}
+>>> min(plans.values(), key=lambda p: p.flops).method, plans["structured"].rules
+('structured', {'0': 'linear-gram', '2': 'linear-gram'})
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dynamics.engine.ntk_structure import Structure
+from dynamics.engine.stacked import StackedFunction
+
+__all__ = ["Plan", "plan_method", "conv_rule", "METHODS"]
+
+METHODS = ("jacobian", "ntvp", "structured")
+
+
+@dataclass
+class Plan:
+    """Tiles and estimates for one method. ``feasible`` is False when even the smallest tile exceeds the budget."""
+
+    method: str
+    feasible: bool
+    flops: float = math.inf
+    peak_bytes: float = 0.0
+    tile1: int = 1  # x1 samples per tile (rows per chunk in bn_mode="batch")
+    tile2: int = 1
+    out_chunk: int = 1
+    cache: bool = False  # x2 blocks computed once and kept
+    param_chunks: list = field(default_factory=list)
+    rules: dict = field(default_factory=dict)
+    min_bytes: float = 0.0
+
+
+def _largest(fits: Callable[[int], bool], hi: int) -> int:
+    """Largest b in [1, hi] with fits(b) (fits monotone decreasing), 0 if none."""
+    if not fits(1):
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _chunks(k: int) -> list[int]:
+    out, c = [], k
+    while c > 1:
+        out.append(c)
+        c = (c + 1) // 2
+    return out + [1]
+
+
+def conv_rule(layer, n1: int, n2: int, k: int, sym: bool) -> str:
+    """``"conv-psg"`` or ``"conv-patch"``: the cheaper Conv2d rule by multiply-adds for this problem."""
+    c = layer.conv
+    pairs = n1 * n2 / (2 if sym else 1)
+    ne = n1 + (0 if sym else n2)
+    psg = ne * k * c["C_out"] * c["P"] * c["L"] + pairs * k * k * c["C_out"] * c["P"]
+    patch = pairs * (c["L"] ** 2 * c["P"] + k * c["C_out"] * c["L"] ** 2 + k * k * c["C_out"] * c["L"])
+    return "conv-psg" if psg <= patch else "conv-patch"
+
+
+def plan_method(method: str, sf1: StackedFunction, sf2: StackedFunction, sym: bool, st: Structure,
+                budget: float) -> Plan:
+    """Tiles and cost estimates of ``method`` within ``budget`` bytes of intermediates."""
+    return {"jacobian": _plan_jacobian, "ntvp": _plan_ntvp, "structured": _plan_structured}[method](
+        sf1, sf2, sym, st, budget)
+
+
+def _dims(sf1, sf2, sym, st):
+    n1, n2, k, s = sf1.n, sf2.n, sf1.k, sf1.itemsize
+    pairs = n1 * n2 / (2 if sym else 1) if sf1.per_sample else n1 * n2
+    return n1, n2, k, s, st.act_per_sample, st.flops_per_sample, pairs, sf1.per_sample
+
+
+def _row_cost(per_sample, F, B, c, n):
+    """Multiply-adds to compute a row block of B samples x c outputs (whole batch n in batch mode)."""
+    return B * F * (1 + 2 * c) if per_sample else n * F * (1 + 2 * B * c)
+
+
+def _plan_jacobian(sf1, sf2, sym, st, budget):
+    n1, n2, k, s, a, F, pairs, ps = _dims(sf1, sf2, sym, st)
+    sizes = {g: sum(sf1.numels[sf1.names.index(n)] for n in names) for g, names in st.groups.items()}
+    m = max(sizes.values())
+    N = max(n1, n2)
+
+    def temp(B, c):
+        act = 3 * B * (1 + c) * a if ps else 3 * N * a * (1 + B * c)
+        return s * (B * c * m + act + B * B * c * c)
+
+    n_rows = (n1 + (0 if sym else n2)) * k
+    B = _largest(lambda b: s * n_rows * m + temp(b, k) <= budget, max(n1, n2))
+    plan = Plan("jacobian", True, param_chunks=[names for names in st.groups.values()],
+                rules={g: "jacobian-contraction" for g in st.groups}, min_bytes=2 * s * m + temp(1, 1))
+    if B:
+        plan.tile1 = plan.tile2 = B
+        plan.out_chunk, plan.cache = k, True
+        plan.peak_bytes = s * n_rows * m + temp(B, k)
+    else:
+        for c in _chunks(k):
+            B = _largest(lambda b: 2 * s * b * c * m + temp(b, c) <= budget, max(n1, n2))
+            if B:
+                plan.tile1 = plan.tile2 = B
+                plan.out_chunk = c
+                plan.peak_bytes = 2 * s * B * c * m + temp(B, c)
+                break
+        else:
+            return Plan("jacobian", False, min_bytes=plan.min_bytes)
+    B, c = plan.tile1, plan.out_chunk
+    nb1, nb2 = math.ceil(n1 / B) * math.ceil(k / c), math.ceil(n2 / B) * math.ceil(k / c)
+    blocks2 = (0 if sym else nb2) if plan.cache else (nb1 * nb2 / (2 if sym else 1))
+    per_block = _row_cost(ps, F, B, c, N)
+    plan.flops = sum((nb1 + blocks2) * per_block + 2 * pairs * k * k * sz for sz in sizes.values())
+    return plan
+
+
+def _plan_ntvp(sf1, sf2, sym, st, budget):
+    n1, n2, k, s, a, F, pairs, ps = _dims(sf1, sf2, sym, st)
+    groups = list(st.groups.values())
+    candidates = [[list(sf1.names)]] + ([groups] if len(groups) > 1 else [])
+    min_bytes = math.inf
+    for chunks in candidates:
+        m = max(sum(sf1.numels[sf1.names.index(n)] for n in names) for names in chunks)
+        for c in _chunks(k):
+            if ps:
+                def mem(B, c=c, m=m):
+                    r = B * c
+                    return s * (2 * r * m + 3 * B * a * (1 + r) + 3 * r * B * a + r * B * k)
+            else:
+                def mem(B, c=c, m=m):
+                    r = B * c
+                    return s * (2 * r * m + 3 * n2 * a * (1 + r) + 3 * r * n1 * a + r * n1 * k)
+            min_bytes = min(min_bytes, mem(1, 1))
+            B = _largest(lambda b: mem(b) <= budget, n2)
+            if B:
+                cols = n2 * k
+                n_col_blocks = math.ceil(n2 / B) * math.ceil(k / c)
+                if ps:
+                    vjp = n2 * F * (1 + 2 * c) * math.ceil(k / c)
+                    jvp = 2 * F * pairs * k + n_col_blocks * n1 * F
+                else:
+                    vjp = n_col_blocks * n2 * F * (1 + 2 * B * c)
+                    jvp = cols * 2 * n1 * F + n_col_blocks * n1 * F
+                return Plan("ntvp", True, flops=(vjp + jvp) * len(chunks), peak_bytes=mem(B),
+                            tile1=B if ps else n1, tile2=B, out_chunk=c, param_chunks=chunks,
+                            rules={"all parameters": "ntvp"} if len(chunks) == 1 else
+                            {g: "ntvp" for g in st.groups},
+                            min_bytes=min_bytes)
+    return Plan("ntvp", False, min_bytes=min_bytes)
+
+
+def _structured_rules(st, n1, n2, k, sym, ps):
+    rules = {}
+    for layer in st.layers:
+        if layer.kind == "batchnorm":
+            rules[layer.module] = "bn-affine" if ps else "bn-affine-batch"
+        elif layer.kind == "linear":
+            rules[layer.module] = ("linear-gram" if layer.positions == 1 else "linear-psg") if ps else \
+                "linear-gram-batch"
+        else:
+            rules[layer.module] = conv_rule(layer, n1, n2, k, sym) if ps else "conv-rowgrad-batch"
+    for mname in st.fallback:
+        rules[mname] = "autograd" if ps else "autograd-rows"
+    return rules
+
+
+def _plan_structured(sf1, sf2, sym, st, budget):
+    n1, n2, k, s, a, F, pairs, ps = _dims(sf1, sf2, sym, st)
+    rules = _structured_rules(st, n1, n2, k, sym, ps)
+    p_fb = sum(sf1.numels[sf1.names.index(n)] for n in st.fallback_names)
+    sum_in = sum(layer.in_numel for layer in st.layers)
+    sum_out = sum(layer.out_numel for layer in st.layers)
+    N = max(n1, n2)
+    rule_flops = 2 * pairs * k * k * p_fb
+    ne = n1 + (0 if sym else n2)
+
+    def rule_temp(B1, B2):
+        worst = B1 * B2 * k * k
+        for layer in st.layers:
+            r = rules[layer.module]
+            if r == "linear-gram":
+                worst = max(worst, 2 * B1 * B2 * (1 + k * k))
+            elif r == "linear-psg":
+                worst = max(worst, (B1 + B2) * k * layer.d_out * layer.d_in)
+            elif r == "bn-affine":
+                worst = max(worst, (B1 + B2) * k * 2 * layer.d_out)
+            elif r == "bn-affine-batch":
+                worst = max(worst, (B1 + B2) * 2 * layer.d_out + B1 * N * layer.out_numel)
+            elif r == "conv-psg":
+                worst = max(worst, (B1 + B2) * k * layer.conv["C_out"] * layer.conv["P"])
+            elif r == "conv-patch":
+                c = layer.conv
+                worst = max(worst, B1 * B2 * (c["L"] ** 2 + k * c["C_out"] * c["L"]))
+            elif r == "linear-gram-batch":
+                worst = max(worst, B1 * N * layer.out_numel + N * N * layer.positions ** 2)
+            elif r == "conv-rowgrad-batch":
+                worst = max(worst, (B1 + B2) * layer.conv["C_out"] * layer.conv["P"] + B1 * N * layer.out_numel)
+        return s * worst
+
+    if ps:
+        cap = s * (sum_in + k * sum_out + k * p_fb)  # per sample of a tile
+
+        def mem(B, cached):
+            held = ne * cap if cached else 2 * B * cap
+            return held + s * 3 * 2 * B * a + rule_temp(B, B)
+    else:
+        # B samples per tile = B*k rows; a capture holds the whole batch's inputs and B*k x n output gradients
+        def cap_rows(B):
+            return s * (N * sum_in + B * k * (N * sum_out + p_fb))
+
+        def mem(B, cached):
+            held = ((n1 + (0 if sym else n2)) * k * (N * sum_out + p_fb) + 2 * N * sum_in) * s if cached \
+                else 2 * cap_rows(B)
+            return held + s * 3 * N * a * (1 + B * k) + rule_temp(B * k, B * k)
+    hi = N
+    plan = Plan("structured", True, rules=rules, param_chunks=[list(sf1.names)], out_chunk=k, min_bytes=mem(1, False))
+    B = _largest(lambda b: mem(b, True) <= budget, hi)
+    if B:
+        plan.cache = True
+    else:
+        B = _largest(lambda b: mem(b, False) <= budget, hi)
+        if not B:
+            return Plan("structured", False, min_bytes=plan.min_bytes)
+    plan.tile1 = plan.tile2 = B
+    plan.peak_bytes = mem(B, plan.cache)
+    if ps:
+        nb1 = math.ceil(n1 / B)
+        captured = n1 + ((0 if sym else n2) if plan.cache else nb1 * n2 / (2 if sym else 1))
+        capture = captured * F * (1 + 2 * k) * (2 if p_fb else 1)
+    else:
+        nb1, nb2 = math.ceil(n1 / B), math.ceil(n2 / B)
+        captured = nb1 + ((0 if sym else nb2) if plan.cache else nb1 * nb2 / (2 if sym else 1))
+        capture = captured * N * F * (1 + 2 * B * k) * (2 if p_fb else 1)
+    for layer in st.layers:
+        r, c = rules[layer.module], layer.conv
+        t = layer.positions
+        if r == "linear-gram":
+            rule_flops += pairs * ((layer.d_in if layer.weight else 0) + k * k * layer.d_out)
+        elif r == "linear-psg":
+            rule_flops += ne * k * layer.d_out * layer.d_in * t + pairs * k * k * layer.d_out * layer.d_in
+        elif r == "bn-affine":
+            rule_flops += ne * k * layer.out_numel + pairs * k * k * 2 * layer.d_out
+        elif r == "bn-affine-batch":
+            rule_flops += (n1 + n2) * k * N * layer.out_numel + n1 * k * n2 * k * 2 * layer.d_out
+        elif r == "conv-psg":
+            rule_flops += ne * k * c["C_out"] * c["P"] * c["L"] + pairs * k * k * c["C_out"] * c["P"]
+        elif r == "conv-patch":
+            rule_flops += pairs * (c["L"] ** 2 * c["P"] + k * c["C_out"] * c["L"] ** 2 + k * k * c["C_out"] * c["L"])
+        elif r == "linear-gram-batch":
+            rule_flops += (n1 * t) * (n2 * t) * layer.d_in + n1 * k * (n1 * t) * (n2 * t) * layer.d_out \
+                + n1 * k * n2 * k * n2 * t * layer.d_out
+        elif r == "conv-rowgrad-batch":
+            rule_flops += (n1 + n2) * k * N * c["C_out"] * c["P"] * c["L"] + n1 * k * n2 * k * c["C_out"] * c["P"]
+    plan.flops = capture + rule_flops
+    return plan
