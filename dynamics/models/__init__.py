@@ -26,7 +26,7 @@ from dynamics.models.resnet import CifarResNet
 from dynamics.models.theory_nets import NonlinearHeadMLP, NormalisedHeadMLP, ReLUChain
 
 __all__ = [
-    "create", "available", "register", "Classifier", "MLP", "CNN", "CifarResNet", "PreActResNet",
+    "create", "available", "register", "unregister", "Classifier", "MLP", "CNN", "CifarResNet", "PreActResNet",
     "ReLUChain", "NonlinearHeadMLP", "NormalisedHeadMLP",
 ]
 
@@ -42,6 +42,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
     ...     return MLP(in_channels, num_classes, depth=0)
     >>> create("tiny_linear_example", 3, 2).readout
     Linear(in_features=3, out_features=2, bias=True)
+    >>> unregister("tiny_linear_example")
     """
 
     def decorate(builder: Builder) -> Builder:
@@ -51,6 +52,13 @@ def register(name: str) -> Callable[[Builder], Builder]:
         return builder
 
     return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove a model registered with :func:`register` (e.g. one registered in a notebook or a test)."""
+    if name not in _REGISTRY:
+        raise InputError(f"no model named {name!r} is registered; registered: {', '.join(available())}")
+    del _REGISTRY[name]
 
 
 def available() -> list[str]:
