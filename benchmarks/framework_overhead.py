@@ -3,7 +3,9 @@
 Both models (the small ResNet on MNIST-shaped batches) train with SGD in the same process; blocks of steps of
 the two alternate (base, modified, base, ...) so that load from other processes hits both alike, and the
 MEDIAN block time is compared. Phase 2 uses the training-set feature cache (no augmentation), as the runner
-does; ``--no-cache`` measures the on-the-fly path (augmentation, or a cache too large to keep).
+does; ``--no-cache`` measures the on-the-fly path (a cache too large to keep, or ``g_input="augmented"``).
+``--augment`` applies the runner's augmentation (random crop, padding H/8) to every batch of both models; with
+the cache on, g reads the clean sample's cached features (``g_input="clean"``, the runner's default).
 
     OMP_NUM_THREADS=1 DYNAMICS_DATA=/path/to/datasets python benchmarks/framework_overhead.py
 """
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=12)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--augment", action="store_true", help="augment every batch, as `dynamics train --augment`")
     args = ap.parse_args()
     x, y = dd.load_dataset("mnist", "train")
     x, y = dd.normalise(x[: args.n], "mnist"), y[: args.n]
@@ -37,11 +40,14 @@ def main() -> None:
     base = dm.create("resnet_small", 1, 10, input_size=(28, 28))
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, len(x), (64,), generator=g) for _ in range(args.steps)]
+    augment = dd.Augment(crop_padding=max(1, x.shape[-1] // 8), flip=False) if args.augment else None
 
     def block(model, opt, indexed):
+        gen = torch.Generator().manual_seed(1)
         t0 = time.perf_counter()
         for idx in batches:
-            out = model(x[idx], index=idx) if indexed else model(x[idx])
+            xb = augment(x[idx], gen) if augment is not None else x[idx]
+            out = model(xb, index=idx) if indexed else model(xb)
             loss = loss_fn("ce", out, y[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -49,7 +55,7 @@ def main() -> None:
         return (time.perf_counter() - t0) / len(batches)
 
     print(f"n={args.n}, batch 64, {args.blocks} blocks of {args.steps} steps, threads={torch.get_num_threads()}, "
-          f"cache={'off' if args.no_cache else 'on'}")
+          f"cache={'off' if args.no_cache else 'on'}, augment={'on' if args.augment else 'off'}")
     for name in args.features:
         b = copy.deepcopy(base)
         aug, info = switch(copy.deepcopy(base), x, y, 10, features=name, lr=0.01, batch_size=64, momentum=0.9)

@@ -138,13 +138,31 @@ def test_killed_run_resumed_equals_uninterrupted_bit_for_bit(tmp_path, uninterru
     assert sa["conditions"]["tau"]["certificate"] == sb["conditions"]["tau"]["certificate"]
 
 
-def test_modified_run_with_augmentation_computes_features_on_the_fly(tmp_path):
+@pytest.mark.parametrize("g_input", ["clean", "augmented"])
+def test_modified_run_with_augmentation_g_sees_clean_cache_or_augmented_image(tmp_path, monkeypatch, g_input):
+    from dynamics.training.framework import AugmentedModel
+
+    seen = []  # for every training-mode forward of f~: was g read from the clean training cache (index given)?
+    original = AugmentedModel.forward
+
+    def spy(self, x, index=None):
+        if self.training:
+            seen.append(index is not None)
+        return original(self, x, index)
+
+    monkeypatch.setattr(AugmentedModel, "forward", spy)
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(24, 1, 8, 8, generator=g), torch.arange(24) % 3
-    cfg = small_config(epochs=2, modified=True, tau=1, augment=True, check_size=8)
+    cfg = small_config(epochs=2, modified=True, tau=1, augment=True, check_size=8, g_input=g_input)
     s = train(cfg, tmp_path, data=(x, y, x, y), progress=False)
     assert s["status"] == "completed" and s["conditions"]["end"]["full_set_certified"]
     assert [r["phase"] for r in read_metrics(tmp_path / "metrics.jsonl")] == ["base", "modified"]
+    assert seen and all(seen) if g_input == "clean" else seen and not any(seen)
+
+
+def test_unknown_g_input_is_refused():
+    with pytest.raises(ConfigError, match="g_input"):
+        small_config(augment=True, g_input="noisy").validate()
 
 
 def test_modified_batchnorm_cnn_is_checked_in_eval_mode(tmp_path):

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=int, default=None, help="switch epoch of --modified (default: epochs // 2)")
     p.add_argument("--features", default="auto", help="feature construction of g: auto | gaussian | random | nnlabel")
     p.add_argument("--feature-options", type=_json_dict, default={}, help="JSON options of the feature construction")
+    p.add_argument("--g-input", choices=("clean", "augmented"), default="clean",
+                   help="with --augment: g sees the clean training sample (cached, no extra cost; default) or the "
+                   "augmented image (the frozen network re-runs every step)")
     p.add_argument("--probe-every", type=int, default=0, help="probe the conditions every N epochs (0 = never)")
     p.add_argument("--probe-size", type=int, default=d.probe_size)
     p.add_argument("--check-size", type=int, default=d.check_size, help="training points on which the conditions "
@@ -80,6 +83,7 @@ def config_from_args(args: argparse.Namespace):
         gamma=args.gamma, loss=args.loss, augment=args.augment, modified=args.modified, tau=args.tau,
         features=args.features, feature_options=args.feature_options, probe_every=args.probe_every,
         probe_size=args.probe_size, check_size=args.check_size, full_check=args.full_check, seed=args.seed,
+        g_input=args.g_input,
         device=args.device, data_root=args.data_root,
         train_subset=args.train_subset, eval_every=args.eval_every)
 

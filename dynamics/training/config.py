@@ -44,6 +44,11 @@ class TrainConfig:
         modified, tau, features: the modified framework A(base): base algorithm for ``tau`` epochs, then
             f̃ = f + g with g = ζᵀφ(x) built by the feature construction ``features`` (``"auto"`` chooses);
             ``feature_options`` go to it; ``zeta_weight_decay`` is the weight decay on ζ (0: see docs).
+        g_input: what g sees during training when ``augment`` is on. ``"clean"`` (default): g is a function of
+            the clean training sample (its cached features), only f sees the augmented image, so training
+            costs no extra forward pass; ``"augmented"``: g is recomputed from the augmented image by the
+            frozen network at every step (one extra forward pass). At test time and in the checks g always
+            sees the input it is given. Without augmentation both are the same function.
         check_size, full_check: the conditions at τ and at the end are checked exactly (dense, float64) on
             ``check_size`` training points; ``full_check`` adds the matrix-free check on the whole training set.
         probe_every, probe_size: probe the conditions on ``probe_size`` fixed training points every
@@ -74,6 +79,7 @@ class TrainConfig:
     features: str = "auto"
     feature_options: dict[str, Any] = field(default_factory=dict)
     zeta_weight_decay: float = 0.0
+    g_input: str = "clean"
     full_check: bool = False
     check_size: int = 128
     probe_every: int = 0
@@ -130,6 +136,8 @@ class TrainConfig:
         for name in ("weight_decay", "zeta_weight_decay", "momentum"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.g_input not in ("clean", "augmented"):
+            raise ConfigError(f"g_input must be 'clean' or 'augmented', got {self.g_input!r}")
         if self.probe_every < 0:
             raise ConfigError(f"probe_every must be >= 0 (0 = no probes), got {self.probe_every}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):

@@ -197,9 +197,14 @@ class _Run:
 
     def _install(self, aug: nn.Module) -> None:
         self.model = aug
-        if not self.cfg.augment:
+        if self._g_uses_cache:
             aug.cache_training_features(self.x_tr)
         self.net = self.ctx.wrap(aug)
+
+    @property
+    def _g_uses_cache(self) -> bool:
+        """g reads the cached clean training features (no augmentation, or ``g_input="clean"``)."""
+        return not self.cfg.augment or self.cfg.g_input == "clean"
 
     # -- one epoch --------------------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, Any]:
@@ -207,7 +212,7 @@ class _Run:
         lr = set_epoch_lr(self.opt, cfg, self.epoch)
         self.loader.set_epoch(self.epoch)
         self.net.train()
-        indexed = self.phase == "modified" and not cfg.augment
+        indexed = self.phase == "modified" and self._g_uses_cache
         loss_sum = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, count
         from tqdm.auto import tqdm
 
