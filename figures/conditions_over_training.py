@@ -10,16 +10,14 @@ Usage: ``python -m figures.conditions_over_training RUN_DIR... [--out conditions
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from dynamics.errors import InputError
-from dynamics.reproduce.runs import RunRecord, discover_runs
-from figures.training_curves import draw_band, mark_tau, row_groups
+from dynamics.reproduce.runs import RunRecord
+from figures.training_curves import draw_band, format_epoch_axes, row_groups, run_dirs_main
 
 __all__ = ["plot", "main"]
 
@@ -42,11 +40,7 @@ def plot(runs: Sequence[RunRecord], title: str | None = None) -> Figure:
             members = algos.get(modified, [])
             drew_r |= draw_band(ax_r, members, "alignment_residual", modified)
             draw_band(ax_k, members, "kernel_distance", modified)
-        for ax in (ax_r, ax_k):
-            mark_tau(ax, algos.get(True, []))
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
+        format_epoch_axes((ax_r, ax_k), algos.get(True, []))
         if drew_r and all(y > 0 for g in algos.values() for r in g for y in r.curve("alignment_residual")[1]):
             ax_r.set_yscale("log")
         ax_r.set_ylabel("alignment residual r")
@@ -60,15 +54,7 @@ def plot(runs: Sequence[RunRecord], title: str | None = None) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run directories or folders holding them")
-    parser.add_argument("--out", default="conditions_over_training.png", help="output PNG (default: %(default)s)")
-    args = parser.parse_args(argv)
-    from dynamics.reproduce.report import save_figure
-
-    save_figure(plot(discover_runs(args.runs)), args.out)
-    print(f"wrote {args.out}")
-    return 0
+    return run_dirs_main(plot, "conditions_over_training.png", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from dynamics.errors import InputError
 from dynamics.reproduce.runs import RunRecord, discover_runs, group_runs, seed_band
 
-__all__ = ["plot", "main", "COLORS", "draw_band", "mark_tau", "row_groups"]
+__all__ = ["plot", "main", "COLORS", "draw_band", "mark_tau", "row_groups", "format_epoch_axes", "run_dirs_main"]
 
 COLORS = {False: "tab:blue", True: "tab:orange"}
 LABELS = {False: "base", True: "modified"}
@@ -67,11 +67,7 @@ def plot(runs: Sequence[RunRecord], title: str | None = None) -> Figure:
             members = algos.get(modified, [])
             draw_band(ax_loss, members, "train_loss", modified)
             draw_band(ax_err, members, "test_error", modified)
-        for ax in (ax_loss, ax_err):
-            mark_tau(ax, algos.get(True, []))
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
+        format_epoch_axes((ax_loss, ax_err), algos.get(True, []))
         ax_loss.set_yscale("log")
         ax_loss.set_ylabel("training loss")
         ax_err.set_ylabel("test error (%)")
@@ -83,16 +79,30 @@ def plot(runs: Sequence[RunRecord], title: str | None = None) -> Figure:
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def format_epoch_axes(axes, modified_runs: Sequence[RunRecord]) -> None:
+    """Shared look of every per-epoch panel: τ marked, integer epoch ticks, a light grid."""
+    for ax in axes:
+        mark_tau(ax, modified_runs)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+
+
+def run_dirs_main(plot_fn, default_out: str, description: str, argv: list[str] | None = None) -> int:
+    """Command line of a figure drawn from run directories: ``RUN_DIR... [--out PNG]``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("runs", nargs="+", help="run directories or folders holding them")
-    parser.add_argument("--out", default="training_curves.png", help="output PNG (default: %(default)s)")
+    parser.add_argument("--out", default=default_out, help="output PNG (default: %(default)s)")
     args = parser.parse_args(argv)
     from dynamics.reproduce.report import save_figure
 
-    save_figure(plot(discover_runs(args.runs)), args.out)
+    save_figure(plot_fn(discover_runs(args.runs)), args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_dirs_main(plot, "training_curves.png", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,14 +8,14 @@ framework keeps a frozen copy of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from dynamics.errors import InputError
 
-__all__ = ["Classifier", "as_size"]
+__all__ = ["Classifier", "as_size", "residual_stages"]
 
 
 def as_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -32,6 +32,29 @@ def as_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if len(size) != 2 or min(size) < 1:
         raise InputError(f"input_size must be an int or a pair (H, W) of positive ints, got {input_size!r}")
     return size  # type: ignore[return-value]
+
+
+def residual_stages(block: Callable[[int, int, int], nn.Module], in_planes: int, planes: Sequence[int],
+                    num_blocks: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """The stages of a ResNet: stage i holds ``num_blocks[i]`` blocks ``block(in, out, stride)`` of width
+    ``planes[i]``; the first block of every stage after the first has stride 2.
+
+    Returns:
+        (the stages as one ``nn.Sequential`` of per-stage ``nn.Sequential``s, the output width).
+
+    >>> stages, width = residual_stages(lambda i, o, s: nn.Conv2d(i, o, 3, s, 1), 4, [4, 8], [1, 2])
+    >>> width, [len(st) for st in stages], stages[1][0].stride
+    (8, [1, 2], (2, 2))
+    """
+    c = in_planes
+    stages = []
+    for i, (p, nb) in enumerate(zip(planes, num_blocks)):
+        blocks = []
+        for j in range(nb):
+            blocks.append(block(c, p, 2 if (i > 0 and j == 0) else 1))
+            c = p
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*stages), c
 
 
 class Classifier(nn.Module):

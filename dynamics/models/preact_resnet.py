@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamics.errors import InputError
-from dynamics.models.base import Classifier, as_size
+from dynamics.models.base import Classifier, as_size, residual_stages
 
 __all__ = ["PreActBlock", "PreActResNet"]
 
@@ -76,15 +76,7 @@ class PreActResNet(Classifier):
             )
         planes = [max(1, round(w * width)) for w in widths]
         self.conv1 = nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False)
-        c = planes[0]
-        stages = []
-        for i, (p, nb) in enumerate(zip(planes, num_blocks)):
-            blocks = []
-            for j in range(nb):
-                blocks.append(PreActBlock(c, p, stride=2 if (i > 0 and j == 0) else 1))
-                c = p
-            stages.append(nn.Sequential(*blocks))
-        self.layers = nn.Sequential(*stages)
+        self.layers, c = residual_stages(PreActBlock, planes[0], planes, num_blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = c
         self.readout = nn.Linear(c, num_classes)

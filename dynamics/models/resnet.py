@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamics.errors import InputError
-from dynamics.models.base import Classifier, as_size
+from dynamics.models.base import Classifier, as_size, residual_stages
 
 __all__ = ["BasicBlock", "CifarResNet"]
 
@@ -80,15 +80,7 @@ class CifarResNet(Classifier):
         planes = [max(1, round(w * width)) for w in widths]
         self.conv1 = nn.Conv2d(in_channels, planes[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes[0])
-        stages = []
-        c = planes[0]
-        for i, p in enumerate(planes):
-            blocks = []
-            for j in range(n):
-                blocks.append(BasicBlock(c, p, stride=2 if (i > 0 and j == 0) else 1))
-                c = p
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages, c = residual_stages(BasicBlock, planes[0], planes, [n] * len(planes))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = c
         self.readout = nn.Linear(c, num_classes)
