@@ -16,7 +16,7 @@ Methods (all exact; they differ in speed and memory, see :mod:`dynamics.engine.n
 ``"ntvp"``      NTK-vector products K·e_j = J(x1)(J(x2)ᵀ e_j) from VJPs and vmapped JVPs;
 ``"structured"`` per-layer kernels, Linear as (XXᵀ)⊙(GGᵀ), Conv2d by patches, BatchNorm affine from the
                 normalised inputs, autograd for the rest
-                (:mod:`dynamics.engine.ntk_structured`);
+                (:mod:`dynamics.engine.ntk_by_layer`);
 ``"auto"``      the feasible method with the fewest estimated operations.
 
 Memory: every method works in tiles (x1 samples x x2 samples x outputs x parameter groups) sized by the cost model
@@ -53,8 +53,8 @@ from torch import nn
 from dynamics.engine.jacobian import DEFAULT_MEMORY_BUDGET
 from dynamics.engine.ntk_contraction import ntk_jacobian, ntk_ntvp
 from dynamics.engine.ntk_plan import METHODS, plan_method
-from dynamics.engine.ntk_structure import probe_structure
-from dynamics.engine.ntk_structured import ntk_structured
+from dynamics.engine.layer_probe import probe_structure
+from dynamics.engine.ntk_by_layer import ntk_structured
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
 from dynamics.engine.stacked import StackedFunction, as_batch

@@ -2,7 +2,7 @@
 
 Symbols: n1, n2 samples (n2 = n1 and half the pairs when x2 is None), k outputs, p selected parameters,
 F the forward multiply-adds per sample and a the activation elements per sample (both measured by
-:func:`dynamics.engine.ntk_structure.probe_structure`), s the bytes per element, G the parameter groups
+:func:`dynamics.engine.layer_probe.probe_structure`), s the bytes per element, G the parameter groups
 (selected parameters of one module), m_g the size of group g. A row block is B samples x c outputs.
 
 ``jacobian`` (contraction per group)
@@ -26,7 +26,7 @@ fit ``memory_budget`` (K itself is counted against the budget). Estimates, not m
 methods by orders of magnitude, which is what the choice needs.
 
 >>> import torch, torch.nn as nn
->>> from dynamics.engine.ntk_structure import probe_structure
+>>> from dynamics.engine.layer_probe import probe_structure
 >>> sf = StackedFunction(nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)), torch.randn(16, 8))
 >>> plans = {m: plan_method(m, sf, sf, True, probe_structure(sf), 2**30) for m in METHODS}
 >>> min(plans.values(), key=lambda p: p.flops).method, plans["structured"].rules
@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dynamics.engine.ntk_structure import Structure
+from dynamics.engine.layer_probe import Structure
 from dynamics.engine.stacked import StackedFunction
 
 __all__ = ["Plan", "plan_method", "conv_rule", "METHODS"]

@@ -30,7 +30,7 @@ from torch import nn
 
 from dynamics.errors import ParameterSelectionError
 
-__all__ = ["ParamSpec", "select_parameters"]
+__all__ = ["ParamSpec", "select_parameters", "group_by_module"]
 
 ParamSpec = Union[None, str, "re.Pattern[str]", nn.Module, Iterable[Union[str, nn.Module, torch.Tensor]]]
 
@@ -56,7 +56,12 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> list[tuple[
             raise ParameterSelectionError(
                 "no parameter of the model has requires_grad=True; pass params=[names] to choose columns explicitly")
     elif isinstance(params, (str, re.Pattern)):
-        pattern = re.compile(params) if isinstance(params, str) else params
+        try:
+            pattern = re.compile(params) if isinstance(params, str) else params
+        except re.error as exc:
+            raise ParameterSelectionError(
+                f"params={params!r} is not a valid regular expression ({exc}); pass a regex matched with "
+                f"re.fullmatch against parameter names (e.g. r'fc\\..*'), or a list of exact names") from None
         chosen = {n for n in names if pattern.fullmatch(n)}
         if not chosen:
             raise ParameterSelectionError(
@@ -96,6 +101,22 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> list[tuple[
         if modules:
             chosen |= _from_modules(model, modules, named)
     return [(n, p) for n, p in named if n in chosen]
+
+
+def group_by_module(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group parameter names by the module that owns them, in order of first appearance.
+
+    The owner of ``"layer1.0.conv1.weight"`` is ``"layer1.0.conv1"``; a parameter registered on the root module
+    (``"cls_token"``) belongs to ``""``. Within a group the names keep their input order. This is the one
+    grouping of parameters by module in the toolkit (the NTK's parameter groups, the on-model subset search).
+
+    >>> group_by_module(["0.weight", "0.bias", "cls_token", "2.weight"])
+    {'0': ['0.weight', '0.bias'], '': ['cls_token'], '2': ['2.weight']}
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rpartition(".")[0], []).append(name)
+    return groups
 
 
 def _from_modules(model: nn.Module, modules: list[nn.Module], named) -> set[str]:

@@ -31,9 +31,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from dynamics.engine.parameters import group_by_module
 from dynamics.engine.stacked import StackedFunction
 
-__all__ = ["LayerInfo", "Structure", "probe_structure", "module_groups"]
+__all__ = ["LayerInfo", "Structure", "probe_structure"]
 
 
 @dataclass
@@ -75,14 +76,6 @@ class Structure:
     flops_per_sample: float
     act_per_sample: float
     groups: dict[str, list[str]]  # module name -> selected parameter names, in column order
-
-
-def module_groups(names: list[str]) -> dict[str, list[str]]:
-    """Group parameter names by owning module (``"layer1.0.conv1.weight"`` -> ``"layer1.0.conv1"``), in order."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(n.rsplit(".", 1)[0] if "." in n else "", []).append(n)
-    return groups
 
 
 def probe_structure(sf: StackedFunction) -> Structure:
@@ -150,7 +143,7 @@ def probe_structure(sf: StackedFunction) -> Structure:
                              L=math.prod(out_shape[2:]), kernel_size=m.kernel_size, dilation=m.dilation,
                              padding=m.padding, stride=m.stride)
         layers.append(info)
-    groups = module_groups(sf.names)
+    groups = group_by_module(sf.names)
     in_fallback = {n for mname in fallback for n in groups[mname]}
     fallback_names = [n for n in sf.names if n in in_fallback]
     flops = 2 * cost[0] + cost[1]

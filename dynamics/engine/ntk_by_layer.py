@@ -31,7 +31,7 @@ Gradients with respect to layer outputs are taken by adding a zero tensor ε to 
 forward hook on the private copy of the model and differentiating with respect to ε.
 
 >>> import torch, torch.nn as nn
->>> from dynamics.engine.ntk_structure import probe_structure
+>>> from dynamics.engine.layer_probe import probe_structure
 >>> sf = StackedFunction(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), torch.randn(5, 3))
 >>> C = capture(sf, probe_structure(sf), slice(0, 5))
 >>> C["X"]["0"].shape, C["G"]["0"].shape     # inputs (B, d_in), output gradients (B, k, d_out)
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from dynamics.engine.ntk_contraction import group_rows, mirror_upper, sample_tiles
-from dynamics.engine.ntk_structure import LayerInfo, Structure
+from dynamics.engine.layer_probe import LayerInfo, Structure
 from dynamics.engine.stacked import StackedFunction
 
 __all__ = ["ntk_structured", "capture"]
