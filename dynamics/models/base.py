@@ -15,7 +15,7 @@ from torch import nn
 
 from dynamics.errors import InputError
 
-__all__ = ["Classifier", "as_size", "residual_stages"]
+__all__ = ["Classifier", "as_size", "readout_of", "residual_stages"]
 
 
 def as_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -32,6 +32,37 @@ def as_size(input_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if len(size) != 2 or min(size) < 1:
         raise InputError(f"input_size must be an int or a pair (H, W) of positive ints, got {input_size!r}")
     return size  # type: ignore[return-value]
+
+
+def readout_of(model: nn.Module) -> nn.Linear:
+    """The read-out of ``model``: the one place in the toolkit that decides which ``nn.Linear`` it is.
+
+    ``model.readout`` when that attribute is an ``nn.Linear`` (every :class:`Classifier`, and the framework's
+    augmented model, whose read-out is its base network's); otherwise the last ``nn.Linear`` in
+    ``model.modules()`` order (for an ``nn.Sequential``, the last one applied).
+
+    Raises:
+        InputError: the model has no ``nn.Linear`` at all.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> readout_of(net) is net[2]
+    True
+    >>> readout_of(nn.Sequential(nn.ReLU()))
+    Traceback (most recent call last):
+    ...
+    dynamics.errors.InputError: Sequential has no nn.Linear read-out (no `readout` attribute and no nn.Linear module); ...
+    """
+    direct = getattr(model, "readout", None)
+    if isinstance(direct, nn.Linear):
+        return direct
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise InputError(f"{type(model).__name__} has no nn.Linear read-out (no `readout` attribute and no "
+                         "nn.Linear module); give the model a final nn.Linear, exposed as `model.readout`")
+    return last
 
 
 def residual_stages(block: Callable[[int, int, int], nn.Module], in_planes: int, planes: Sequence[int],
