@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dynamics.errors import DataError, InputError
 
-__all__ = ["DatasetInfo", "DATASETS", "DataMissingError", "resolve_root", "dataset_dir", "check_name"]
+__all__ = ["DatasetInfo", "DATASETS", "DataMissingError", "resolve_root", "dataset_dir", "check_name",
+           "PAPER_ORDER", "SyntheticInfo", "SYNTHETIC", "paper_order_key"]
 
 _MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -35,6 +36,7 @@ class DatasetInfo:
     urls: dict[str, str] = field(default_factory=dict)
     home: str = ""
     licence: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)  # samples per split (Semeion: its fixed seeded split)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,27 +56,69 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         "mnist", (1, 28, 28), 10, ("train", "test"), _MNIST_FILES,
         _urls("https://storage.googleapis.com/cvdf-datasets/mnist/", _MNIST_FILES),
-        "http://yann.lecun.com/exdb/mnist/", "none stated (usually cited CC BY-SA 3.0)"),
+        "http://yann.lecun.com/exdb/mnist/", "none stated (usually cited CC BY-SA 3.0)",
+        {"train": 60000, "test": 10000}),
     "kmnist": DatasetInfo(
         "kmnist", (1, 28, 28), 10, ("train", "test"), _MNIST_FILES,
         _urls("http://codh.rois.ac.jp/kmnist/dataset/kmnist/", _MNIST_FILES),
-        "https://github.com/rois-codh/kmnist", "CC BY-SA 4.0"),
+        "https://github.com/rois-codh/kmnist", "CC BY-SA 4.0", {"train": 60000, "test": 10000}),
     "semeion": DatasetInfo(
         "semeion", (1, 16, 16), 10, ("train", "test", "all"), ("semeion.data",),
         {"semeion.data": "https://archive.ics.uci.edu/ml/machine-learning-databases/semeion/semeion.data"},
-        "https://archive.ics.uci.edu/dataset/178/semeion+handwritten+digit", "CC BY 4.0 (UCI)"),
+        "https://archive.ics.uci.edu/dataset/178/semeion+handwritten+digit", "CC BY 4.0 (UCI)",
+        {"train": 1000, "test": 593, "all": 1593}),
     "svhn": DatasetInfo(
         "svhn", (3, 32, 32), 10, ("train", "test", "extra"), _SVHN,
         _urls("http://ufldl.stanford.edu/housenumbers/", _SVHN),
-        "http://ufldl.stanford.edu/housenumbers/", "non-commercial use only"),
+        "http://ufldl.stanford.edu/housenumbers/", "non-commercial use only",
+        {"train": 73257, "test": 26032, "extra": 531131}),
     "cifar10": DatasetInfo(
         "cifar10", (3, 32, 32), 10, ("train", "test"), ("cifar-10-python.tar.gz",),
         {"cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
-        "https://www.cs.toronto.edu/~kriz/cifar.html", "none stated (research use, cite the tech report)"),
+        "https://www.cs.toronto.edu/~kriz/cifar.html", "none stated (research use, cite the tech report)",
+        {"train": 50000, "test": 10000}),
     "cifar100": DatasetInfo(
         "cifar100", (3, 32, 32), 100, ("train", "test"), ("cifar-100-python.tar.gz",),
         {"cifar-100-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
-        "https://www.cs.toronto.edu/~kriz/cifar.html", "none stated (research use, cite the tech report)"),
+        "https://www.cs.toronto.edu/~kriz/cifar.html", "none stated (research use, cite the tech report)",
+        {"train": 50000, "test": 10000}),
+}
+
+#: The order in which the paper lists its six benchmark datasets (tables and figures follow it).
+PAPER_ORDER: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "semeion", "kmnist", "svhn")
+
+
+def paper_order_key(name: str) -> tuple[int, str]:
+    """Sort key: the paper's datasets in its order, any other name after them, alphabetically.
+
+    >>> sorted(["zzz", "semeion", "mnist"], key=paper_order_key)
+    ['mnist', 'semeion', 'zzz']
+    """
+    return (PAPER_ORDER.index(name), name) if name in PAPER_ORDER else (len(PAPER_ORDER), name)
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """A data set generated in memory from a seed (no files): what ``dynamics train --dataset NAME`` gets.
+
+    ``blobs`` is :func:`dynamics.data.synthetic.gaussian_mixture` with these sizes (one seeded draw split into
+    train and test). It needs no download, so a fresh clone can train and resume.
+    """
+
+    name: str
+    dim: int
+    num_classes: int
+    sizes: dict[str, int]
+    separation: float = 3.0
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SYNTHETIC: dict[str, SyntheticInfo] = {
+    "blobs": SyntheticInfo("blobs", dim=8, num_classes=3, sizes={"train": 96, "test": 48},
+                           description="a seeded Gaussian mixture in 8 dimensions, 3 classes (generated, no files)"),
 }
 
 

@@ -14,16 +14,53 @@ dynamics.errors.ConfigError: tau=9 is outside the budget: the switch must happen
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynamics.errors import ConfigError
+from dynamics.training.features import FEATURES
+from dynamics.training.optimizers import OPTIMIZERS
 
-__all__ = ["TrainConfig", "LOSSES", "SCHEDULES"]
+__all__ = ["TrainConfig", "Phases", "LOSSES", "SCHEDULES", "MAX_SEED", "LOCATION_FIELDS"]
 
 LOSSES = ("ce", "mse")
 SCHEDULES = ("none", "step", "cosine")
+#: the largest seed every generator accepts (numpy's legacy seeding takes 0..2**32 - 1)
+MAX_SEED = 2**32 - 1
+#: fields that say where a run executes or finds its data, not what it computes (may differ on resume)
+LOCATION_FIELDS = frozenset({"device", "data_root"})
+
+
+def _option(default: Any, help: str) -> Any:
+    """A dataclass field with its command-line help (``dynamics train`` is generated from these)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Phases:
+    """The switch schedule of a run as data: the base algorithm before ``tau``, f̃ = f + g from ``tau`` on
+    (``tau=None``: a base run, one phase).
+
+    >>> p = Phases(2)
+    >>> [p.phase(e) for e in range(4)], p.switch_at(2), Phases(None).switch_at(2)
+    (['base', 'base', 'modified', 'modified'], True, False)
+    """
+
+    tau: int | None
+
+    def phase(self, epoch: int) -> str:
+        """The phase of 0-based ``epoch``: ``"base"`` or ``"modified"``."""
+        return "modified" if self.tau is not None and epoch >= self.tau else "base"
+
+    def switch_at(self, epoch: int) -> bool:
+        """Whether the switch happens before 0-based ``epoch`` (i.e. after ``epoch`` completed epochs)."""
+        return self.tau is not None and epoch == self.tau
 
 
 @dataclass
@@ -57,38 +94,42 @@ class TrainConfig:
             every this many epochs; the last epoch is always evaluated).
     """
 
-    dataset: str = "mnist"
-    model: str = "mlp"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    batch_size: int = 64
-    epochs: int = 50
-    schedule: str = "step"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    loss: str = "ce"
-    augment: bool = False
-    modified: bool = False
-    tau: int | None = None
-    features: str = "auto"
-    feature_options: dict[str, Any] = field(default_factory=dict)
-    zeta_weight_decay: float = 0.0
-    g_input: str = "clean"
-    full_check: bool = False
-    check_size: int = 128
-    probe_every: int = 0
-    probe_size: int = 64
-    seed: int = 0
-    device: str = "cpu"
-    data_root: str | None = None
-    train_subset: int | None = None
-    eval_every: int = 1
+    dataset: str = _option("mnist", "dataset name (see dynamics.data.training_datasets(): the file datasets "
+                           "and the generated 'blobs')")
+    model: str = _option("mlp", "model name (see dynamics.models.available())")
+    model_options: dict[str, Any] = _option({}, "JSON options passed to the model builder, e.g. '{\"width\": 2}'")
+    optimizer: str = _option("sgd", "sgd | adam | adamw | rmsprop")
+    lr: float = _option(0.01, "initial learning rate")
+    momentum: float = _option(0.9, "SGD momentum (RMSprop: its momentum)")
+    nesterov: bool = _option(False, "Nesterov momentum (sgd with momentum > 0)")
+    weight_decay: float = _option(1e-4, "weight decay of the network's parameters")
+    betas: tuple[float, float] = _option((0.9, 0.999), "Adam/AdamW betas (two numbers)")
+    eps: float = _option(1e-8, "Adam/AdamW/RMSprop epsilon")
+    batch_size: int = _option(64, "global mini-batch size (split across processes under DDP)")
+    epochs: int = _option(50, "number of epochs (the whole budget, both phases of a modified run)")
+    schedule: str = _option("step", "learning-rate schedule: none | step (multiply by gamma at each milestone; "
+                            "no milestones = constant) | cosine")
+    milestones: list[int] = _option([], "epochs at which the step schedule multiplies lr by gamma")
+    gamma: float = _option(0.1, "factor of the step schedule, in (0, 1] to decay")
+    loss: str = _option("ce", "ce (cross-entropy) | mse (1/2 ||f(x) - onehot(y)||^2 summed over classes)")
+    augment: bool = _option(False, "random crop (padding H/8) during training (image data)")
+    modified: bool = _option(False, "the modified framework A(base): switch to f + g at tau")
+    tau: int | None = _option(None, "switch epoch of --modified (default: epochs // 2, recorded in summary.json)")
+    features: str = _option("auto", "feature construction of g: auto | gaussian | random | nnlabel")
+    feature_options: dict[str, Any] = _option({}, "JSON options of the feature construction")
+    zeta_weight_decay: float = _option(0.0, "weight decay on zeta, the weights of g")
+    g_input: str = _option("clean", "with --augment: g sees the clean training sample (cached, no extra cost) or "
+                           "the augmented image (the frozen network re-runs every step): clean | augmented")
+    full_check: bool = _option(False, "also check alignment of g on the whole training set (matrix-free LSQR)")
+    check_size: int = _option(128, "training points on which the conditions are checked exactly at tau and at "
+                              "the end")
+    probe_every: int = _option(0, "probe the conditions every N epochs (0 = never)")
+    probe_size: int = _option(64, "number of fixed training points the probes measure")
+    seed: int = _option(0, f"random seed, 0..{MAX_SEED}")
+    device: str = _option("cpu", "cpu | cuda | cuda:N")
+    data_root: str | None = _option(None, "data root (default $DYNAMICS_DATA, then ~/.cache/dynamics)")
+    train_subset: int | None = _option(None, "train on a seeded subset of this many training samples")
+    eval_every: int = _option(1, "test metrics every N epochs (the last epoch is always evaluated)")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -112,15 +153,32 @@ class TrainConfig:
 
     @property
     def tau_effective(self) -> int | None:
-        """The switch epoch: ``tau`` if given, else half the budget (for modified runs)."""
+        """The switch epoch: ``tau`` if given, else half the budget (for modified runs); the one place of this rule.
+
+        >>> TrainConfig(epochs=7, modified=True).tau_effective, TrainConfig().tau_effective
+        (3, None)
+        """
         if not self.modified:
             return None
         return self.tau if self.tau is not None else max(1, self.epochs // 2)
 
+    @property
+    def phases(self) -> Phases:
+        """The switch schedule (:class:`Phases`) of this configuration."""
+        return Phases(self.tau_effective)
+
+    def digest(self) -> str:
+        """SHA-256 of the fields that determine the computation (not :data:`LOCATION_FIELDS`): binds a
+        checkpoint to its configuration.
+
+        >>> TrainConfig(device="cpu").digest() == TrainConfig(device="cuda").digest() != TrainConfig(lr=1).digest()
+        True
+        """
+        d = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` on an inconsistent configuration; return ``self``."""
-        from dynamics.training.optimizers import OPTIMIZERS
-
         def positive(name: str, value: float) -> None:
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
@@ -131,8 +189,13 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        for name in ("lr", "batch_size", "epochs", "eval_every", "probe_size", "check_size"):
+        for name in ("lr", "batch_size", "epochs", "eval_every", "probe_size", "check_size", "gamma", "eps"):
             positive(name, getattr(self, name))
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if self.milestones and self.schedule != "step":
+            raise ConfigError(f"milestones {self.milestones} only apply to schedule='step' (got {self.schedule!r}); "
+                              "pass --schedule step or drop --milestones")
         for name in ("weight_decay", "zeta_weight_decay", "momentum"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -148,6 +211,9 @@ class TrainConfig:
             raise ConfigError(f"train_subset must be a positive number of samples, got {self.train_subset}")
         if self.tau is not None and not self.modified:
             raise ConfigError("tau is only meaningful with modified=True (pass --modified)")
+        if self.modified and self.epochs < 2:
+            raise ConfigError(f"--modified needs at least 2 epochs (one before and one after the switch tau); got "
+                              f"epochs={self.epochs}")
         if self.modified:
             tau = self.tau_effective
             if not 1 <= tau < self.epochs:
@@ -155,8 +221,6 @@ class TrainConfig:
                     f"tau={tau} is outside the budget: the switch must happen after epoch 1..{self.epochs - 1} "
                     f"(epochs={self.epochs}) so that both phases get at least one epoch of the same total budget"
                 )
-            from dynamics.training.features import FEATURES
-
             if self.features != "auto" and self.features not in FEATURES:
                 raise ConfigError(
                     f"unknown feature construction {self.features!r}; valid: auto, {', '.join(sorted(FEATURES))}"
