@@ -10,7 +10,9 @@ from typing import Any, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from figures.statement_data import figure_arguments, finish, series_of
+from figures.plotting import finish
+from figures.statement_data import figure_arguments, series_of
+from theory.demos import demo_trajectory
 
 __all__ = ["plot", "main"]
 
@@ -36,8 +38,6 @@ def plot(report: Any, out_path=None) -> Figure:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from theory.demos import demo_trajectory
-
     args = figure_arguments(__doc__.splitlines()[0], "beyond_ntk.png", argv)
     plot(demo_trajectory(args.seed, args.quick)[2], args.out)
     return 0

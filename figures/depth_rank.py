@@ -10,7 +10,9 @@ from typing import Any, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from figures.statement_data import as_reports, field_of, figure_arguments, finish, quantities_of, series_of
+from figures.plotting import finish
+from figures.statement_data import as_reports, field_of, figure_arguments, quantities_of, series_of
+from theory.network_size import check_chain_rank
 
 __all__ = ["plot", "main"]
 
@@ -35,8 +37,6 @@ def plot(reports: Any, out_path=None) -> Figure:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from theory.network_size import check_chain_rank
-
     args = figure_arguments(__doc__.splitlines()[0], "depth_rank.png", argv)
     reps = [check_chain_rank(in_features=d, seed=args.seed) for d in (2, 3, 5)]
     reps.append(check_chain_rank(in_features=3, bias_first=True, seed=args.seed))

@@ -10,7 +10,9 @@ from typing import Any, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from figures.statement_data import as_reports, field_of, figure_arguments, finish, quantities_of, series_of
+from figures.plotting import finish
+from figures.statement_data import as_reports, field_of, figure_arguments, quantities_of, series_of
+from theory.demos import demo_controls, demo_necessity
 
 __all__ = ["plot", "main"]
 
@@ -38,8 +40,6 @@ def plot(reports: Any, out_path=None) -> Figure:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from theory.demos import demo_controls, demo_necessity
-
     args = figure_arguments(__doc__.splitlines()[0], "necessity.png", argv)
     plot([demo_necessity(quick=args.quick), demo_controls(args.seed)[2]], args.out)
     return 0

@@ -10,7 +10,9 @@ from typing import Any, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from figures.statement_data import as_reports, field_of, figure_arguments, finish, quantities_of, series_of
+from figures.plotting import finish
+from figures.statement_data import as_reports, field_of, figure_arguments, quantities_of, series_of
+from theory.demos import demo_plateau, demo_sufficiency
 
 __all__ = ["plot", "main"]
 
@@ -40,8 +42,6 @@ def plot(reports: Any, out_path=None) -> Figure:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from theory.demos import demo_plateau, demo_sufficiency
-
     args = figure_arguments(__doc__.splitlines()[0], "plateau.png", argv)
     plot(demo_sufficiency(args.seed, args.quick)[:1] + demo_plateau(args.seed, args.quick), args.out)
     return 0

@@ -9,14 +9,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Optional, Sequence
-
-from matplotlib.figure import Figure
 
 from dynamics.errors import InputError
 
-__all__ = ["series_of", "quantities_of", "field_of", "as_reports", "finish", "figure_arguments"]
+__all__ = ["series_of", "quantities_of", "field_of", "as_reports", "figure_arguments"]
 
 
 def field_of(report: Any, name: str) -> Any:
@@ -43,15 +40,6 @@ def as_reports(data: Any) -> list:
     if isinstance(data, dict) or hasattr(data, "series"):
         return [data]
     return list(data)
-
-
-def finish(fig: Figure, out_path: Optional[str | Path]) -> Figure:
-    """Tight layout, save to ``out_path`` when given (PNG, 150 dpi), return the figure."""
-    fig.tight_layout()
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_path, dpi=150)
-    return fig
 
 
 def figure_arguments(description: str, default_out: str, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

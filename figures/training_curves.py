@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dynamics.errors import InputError
 from dynamics.reproduce.runs import RunRecord, discover_runs, group_runs, seed_band
+from figures.plotting import save_figure
 
 __all__ = ["plot", "main", "COLORS", "draw_band", "mark_tau", "row_groups", "format_epoch_axes", "run_dirs_main"]
 
@@ -94,8 +95,6 @@ def run_dirs_main(plot_fn, default_out: str, description: str, argv: list[str] |
     parser.add_argument("runs", nargs="+", help="run directories or folders holding them")
     parser.add_argument("--out", default=default_out, help="output PNG (default: %(default)s)")
     args = parser.parse_args(argv)
-    from dynamics.reproduce.report import save_figure
-
     save_figure(plot_fn(discover_runs(args.runs)), args.out)
     print(f"wrote {args.out}")
     return 0

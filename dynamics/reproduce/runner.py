@@ -23,6 +23,7 @@ from typing import Any
 
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
 from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
+from dynamics.reproduce.report import FigureWriter, write_report
 from dynamics.reproduce.runs import RunRecord, load_run
 from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
 
@@ -130,7 +131,7 @@ def _check_data(dataset: str, data_root: str | None) -> None:
 def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
               out_dir: str | os.PathLike = "reproduction", data_root: str | None = None,
               seeds: Sequence[int] | None = None, augment: Sequence[bool] | None = None, dry_run: bool = False,
-              device: str | None = None, figures: bool = True,
+              device: str | None = None, figures: FigureWriter | None = None,
               data: Mapping[str, tuple[Any, Any, Any, Any]] | None = None,
               progress: Callable[[str], None] | None = None) -> ReproductionTable:
     """Train every run of ``preset`` that is not finished, then write the table and the figures.
@@ -144,7 +145,8 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         dry_run: list the plan with each run's state (and which datasets' files are missing); train nothing,
             write nothing; the returned table covers the runs already finished.
         device: ``"cpu"`` / ``"cuda"`` (default: the preset's).
-        figures: draw the PNG figures.
+        figures: draws the PNG figures (the command line passes :func:`dynamics.cli.report.write_figures`);
+            ``None``: tables only. See :func:`~dynamics.reproduce.report.write_report`.
         data: ``{dataset: (x_train, y_train, x_test, y_test)}`` tensors used instead of loading the files
             (passed to :func:`dynamics.training.train` as ``data=``), e.g. generated data in tests.
         progress: called with one line per run (the CLI prints it to stderr); every line is also logged.
@@ -211,8 +213,6 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     caption = f"{COLUMNS_CAPTION} {p.caption()}"
     if dry_run:
         return build_table(records, skipped_list, caption=caption)
-    from dynamics.reproduce.report import write_report
-
     table = write_report(records, out_dir, skipped_list, caption=caption, figures=figures)
     say(f"reproduce {p.name}: table and figures written to {out_dir}")
     return table

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from dynamics.data import DATASETS, load_dataset
+from dynamics.data.catalogue import check_name, resolve_root
+from dynamics.data.download import download
+from dynamics.errors import DataError
+
 HELP = "list, download (with checksum verification and resume) or verify the benchmark datasets"
 
 
@@ -23,11 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynamics.data import DATASETS, load_dataset
-    from dynamics.data.catalogue import check_name, resolve_root
-    from dynamics.data.download import download
-    from dynamics.errors import DataError
-
     if args.data_command == "list":
         root = resolve_root(args.root, must_exist=False)
         print(f"data root: {root}")

@@ -2,8 +2,8 @@
 
     dynamics ntk --model cnn --n 32 --method auto --dtype float64 --seed 0
 
-Builds the network from :mod:`dynamics.models` (``mlp``, ``cnn``, ``resnet`` = ``resnet_small``; small built-in
-nets if that package is unavailable) on Gaussian 1x16x16 inputs (nothing is downloaded; BatchNorm running
+Builds the network from :mod:`dynamics.models` (``mlp``, ``cnn``, ``resnet`` = ``resnet_small``) on Gaussian
+1x16x16 inputs (nothing is downloaded; BatchNorm running
 statistics come from three training-mode passes over them), computes K with
 :func:`dynamics.ntk` and prints: shapes, the method and per-layer rules, the time, the eigenvalue range and
 effective rank of the nk x nk Gram matrix, and two self-checks -- exact symmetry, and trace of K on the first
@@ -14,6 +14,17 @@ Exit status 0 when the checks pass, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import time
+
+import torch
+from torch import nn
+
+from dynamics import models
+from dynamics.engine.jacobian import JacobianOperator
+from dynamics.engine.ntk import ntk
+from dynamics.errors import InputError
+
+__all__ = ["HELP", "add_arguments", "run", "build_model"]
 
 HELP = "compute the empirical NTK of a small default network on synthetic data and check it"
 
@@ -36,38 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples whose Jacobian rows are recomputed for the trace check (default: 4)")
 
 
-def build_model(name: str, k: int):
-    """The default network ``name`` for 1x16x16 inputs and k outputs."""
-    from torch import nn
+def build_model(name: str, k: int) -> nn.Module:
+    """The default network ``name`` (``mlp``, ``cnn`` or ``resnet``) for 1x16x16 inputs and k outputs.
 
-    try:
-        import dynamics.models as dm
-    except ImportError:  # pragma: no cover - the models package is part of the project
-        dm = None
-    if dm is not None:
-        if name == "mlp":
-            return dm.create("mlp", 1, k, input_size=16, depth=2, width=64)
-        if name == "cnn":
-            return dm.create("cnn", 1, k, input_size=16, channels=(8, 16))
-        return dm.create("resnet_small", 1, k)
-    if name == "mlp":  # pragma: no cover
-        return nn.Sequential(nn.Flatten(), nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                             nn.Linear(64, k))
-    if name == "cnn":  # pragma: no cover
-        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
-                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 16, k))
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),  # pragma: no cover
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, k))
+    >>> sum(p.numel() for p in build_model("mlp", 3).parameters())
+    20803
+    """
+    if name == "mlp":
+        return models.create("mlp", 1, k, input_size=16, depth=2, width=64)
+    if name == "cnn":
+        return models.create("cnn", 1, k, input_size=16, channels=(8, 16))
+    if name == "resnet":
+        return models.create("resnet_small", 1, k)
+    raise InputError(f"unknown default network {name!r}; choose from {list(_MODELS)}")
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    import dynamics
-    from dynamics.errors import InputError
-
     if args.n < 1 or args.k < 1 or args.check_samples < 1:
         raise InputError("--n, --k and --check-samples must be positive integers")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
@@ -84,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     budget = int(args.memory_budget) if args.memory_budget else None
 
     start = time.perf_counter()
-    K, info = dynamics.ntk(model, x, bn_mode=bn_mode, method=args.method, dtype=dtype, memory_budget=budget,
+    K, info = ntk(model, x, bn_mode=bn_mode, method=args.method, dtype=dtype, memory_budget=budget,
                            return_info=True)
     elapsed = time.perf_counter() - start
     n, k = args.n, K.shape[2]
@@ -97,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     asym = float((M - M.T).abs().max())
     m = min(args.check_samples, n)
-    op = dynamics.JacobianOperator(model, x, bn_mode=bn_mode, dtype=dtype)
+    op = JacobianOperator(model, x, bn_mode=bn_mode, dtype=dtype)
     E = torch.zeros(n * k, m * k, dtype=dtype)
     E[torch.arange(m * k), torch.arange(m * k)] = 1
     fro = float((op.T @ E).double().pow(2).sum())

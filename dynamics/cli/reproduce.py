@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dynamics.cli.report import write_figures
+from dynamics.reproduce.runner import reproduce
+
 HELP = "train the base vs modified comparison of a preset (paper | cpu) and write the table and figures"
 
 _AUGMENT = {"none": [False], "with": [True], "both": [False, True]}
@@ -46,11 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynamics.reproduce.runner import reproduce
-
     table = reproduce(args.preset, datasets=args.datasets, out_dir=args.out, data_root=args.data_root,
                       seeds=args.seeds, augment=None if args.augment is None else _AUGMENT[args.augment],
-                      dry_run=args.dry_run, device=args.device, figures=not args.no_figures,
+                      dry_run=args.dry_run, device=args.device, figures=None if args.no_figures else write_figures,
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(table)
     return 0
