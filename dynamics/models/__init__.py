@@ -15,6 +15,7 @@ import inspect
 import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from dynamics.errors import InputError
@@ -26,8 +27,8 @@ from dynamics.models.resnet import CifarResNet
 from dynamics.models.theory_nets import NonlinearHeadMLP, NormalisedHeadMLP, ReLUChain
 
 __all__ = [
-    "create", "available", "register", "unregister", "Classifier", "MLP", "CNN", "CifarResNet", "PreActResNet",
-    "ReLUChain", "NonlinearHeadMLP", "NormalisedHeadMLP",
+    "create", "create_for_data", "takes_option", "available", "register", "unregister", "Classifier", "MLP", "CNN",
+    "CifarResNet", "PreActResNet", "ReLUChain", "NonlinearHeadMLP", "NormalisedHeadMLP",
 ]
 
 Builder = Callable[..., nn.Module]
@@ -91,6 +92,35 @@ def create(name: str, in_channels: int, num_classes: int, **options) -> nn.Modul
             accepted = [p for p in params if p not in ("in_channels", "num_classes")]
             raise InputError(f"model {name!r} does not take option(s) {unknown}; it accepts {accepted}")
     return builder(in_channels, num_classes, **options)
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether the builder of model ``name`` accepts the keyword ``option`` (read from its signature).
+
+    >>> takes_option("cnn", "input_size"), takes_option("relu_chain", "input_size")
+    (True, False)
+    """
+    if name not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    params = inspect.signature(_REGISTRY[name]).parameters
+    return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def create_for_data(name: str, x: torch.Tensor, num_classes: int, **options) -> nn.Module:
+    """Build model ``name`` for inputs shaped like ``x``: (N, d) vectors or (N, C, H, W) images.
+
+    ``in_channels`` is ``x.shape[1]``; for images the spatial size ``(H, W)`` is passed as ``input_size`` when the
+    builder takes that option and ``options`` do not set it.
+
+    >>> import torch
+    >>> create_for_data("cnn", torch.zeros(2, 1, 8, 8), 3, channels=(4,))(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 3])
+    """
+    if x.dim() < 2:
+        raise InputError(f"x must be (N, d) or (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dim() == 4 and "input_size" not in options and takes_option(name, "input_size"):
+        options = {**options, "input_size": tuple(x.shape[2:])}
+    return create(name, int(x.shape[1]), num_classes, **options)
 
 
 def _mlp(in_channels, num_classes, input_size=None, depth=2, width=128, activation="relu", bias=True,
