@@ -148,9 +148,9 @@ def test_structured_uses_autograd_fallback_for_layers_without_rule(bn_mode):
     x = torch.randn(5, 3)
     K, info = dynamics.ntk(model, x, bn_mode=bn_mode, method="structured", dtype=F64, return_info=True)
     prefix = "0." if bn_mode else ""
-    assert info.rules[prefix + "norm"] == ("autograd-rows" if bn_mode else "autograd")
-    assert info.fallback == {prefix + "norm": "LayerNorm has no structured rule",
-                             prefix + "act": "PReLU has no structured rule"}
+    assert info.rules[prefix + "norm"] == ("layernorm-affine-batch" if bn_mode else "layernorm-affine")
+    assert info.rules[prefix + "act"] == ("autograd-rows" if bn_mode else "autograd")
+    assert info.fallback == {prefix + "act": "PReLU has no structured rule"}
     assert "autograd fallback for" in str(info)
     assert rel(K, reference_ntk(model, x, bn_mode=bn_mode)) <= 1e-10
 

@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dynamics.engine.layer_probe import Structure
+from dynamics.engine.rules import Dims
 from dynamics.engine.stacked import StackedFunction
 
-__all__ = ["Plan", "plan_method", "conv_rule", "METHODS"]
+__all__ = ["Plan", "plan_method", "METHODS"]
 
 METHODS = ("jacobian", "ntvp", "structured")
 
@@ -84,16 +85,6 @@ def _chunks(k: int) -> list[int]:
         out.append(c)
         c = (c + 1) // 2
     return out + [1]
-
-
-def conv_rule(layer, n1: int, n2: int, k: int, sym: bool) -> str:
-    """``"conv-psg"`` or ``"conv-patch"``: the cheaper Conv2d rule by multiply-adds for this problem."""
-    c = layer.conv
-    pairs = n1 * n2 / (2 if sym else 1)
-    ne = n1 + (0 if sym else n2)
-    psg = ne * k * c["C_out"] * c["P"] * c["L"] + pairs * k * k * c["C_out"] * c["P"]
-    patch = pairs * (c["L"] ** 2 * c["P"] + k * c["C_out"] * c["L"] ** 2 + k * k * c["C_out"] * c["L"])
-    return "conv-psg" if psg <= patch else "conv-patch"
 
 
 def plan_method(method: str, sf1: StackedFunction, sf2: StackedFunction, sym: bool, st: Structure,
@@ -185,24 +176,17 @@ def _plan_ntvp(sf1, sf2, sym, st, budget):
     return Plan("ntvp", False, min_bytes=min_bytes)
 
 
-def _structured_rules(st, n1, n2, k, sym, ps):
-    rules = {}
-    for layer in st.layers:
-        if layer.kind == "batchnorm":
-            rules[layer.module] = "bn-affine" if ps else "bn-affine-batch"
-        elif layer.kind == "linear":
-            rules[layer.module] = ("linear-gram" if layer.positions == 1 else "linear-psg") if ps else \
-                "linear-gram-batch"
-        else:
-            rules[layer.module] = conv_rule(layer, n1, n2, k, sym) if ps else "conv-rowgrad-batch"
+def _structured_rules(st, d: Dims) -> dict:
+    rules = {layer.module: layer.rule.variant(layer, d) for layer in st.layers}
     for mname in st.fallback:
-        rules[mname] = "autograd" if ps else "autograd-rows"
+        rules[mname] = "autograd" if d.per_sample else "autograd-rows"
     return rules
 
 
 def _plan_structured(sf1, sf2, sym, st, budget):
     n1, n2, k, s, a, F, pairs, ps = _dims(sf1, sf2, sym, st)
-    rules = _structured_rules(st, n1, n2, k, sym, ps)
+    d = Dims(n1, n2, k, sym, ps)
+    rules = _structured_rules(st, d)
     p_fb = sum(sf1.numels[sf1.names.index(n)] for n in st.fallback_names)
     sum_in = sum(layer.in_numel for layer in st.layers)
     sum_out = sum(layer.out_numel for layer in st.layers)
@@ -213,24 +197,7 @@ def _plan_structured(sf1, sf2, sym, st, budget):
     def rule_temp(B1, B2):
         worst = B1 * B2 * k * k
         for layer in st.layers:
-            r = rules[layer.module]
-            if r == "linear-gram":
-                worst = max(worst, 2 * B1 * B2 * (1 + k * k))
-            elif r == "linear-psg":
-                worst = max(worst, (B1 + B2) * k * layer.d_out * layer.d_in)
-            elif r == "bn-affine":
-                worst = max(worst, (B1 + B2) * k * 2 * layer.d_out)
-            elif r == "bn-affine-batch":
-                worst = max(worst, (B1 + B2) * 2 * layer.d_out + B1 * N * layer.out_numel)
-            elif r == "conv-psg":
-                worst = max(worst, (B1 + B2) * k * layer.conv["C_out"] * layer.conv["P"])
-            elif r == "conv-patch":
-                c = layer.conv
-                worst = max(worst, B1 * B2 * (c["L"] ** 2 + k * c["C_out"] * c["L"]))
-            elif r == "linear-gram-batch":
-                worst = max(worst, B1 * N * layer.out_numel + N * N * layer.positions ** 2)
-            elif r == "conv-rowgrad-batch":
-                worst = max(worst, (B1 + B2) * layer.conv["C_out"] * layer.conv["P"] + B1 * N * layer.out_numel)
+            worst = max(worst, layer.rule.memory(layer, rules[layer.module], B1, B2, d))
         return s * worst
 
     if ps:
@@ -268,24 +235,6 @@ def _plan_structured(sf1, sf2, sym, st, budget):
         captured = nb1 + ((0 if sym else nb2) if plan.cache else nb1 * nb2 / (2 if sym else 1))
         capture = captured * N * F * (1 + 2 * B * k) * (2 if p_fb else 1)
     for layer in st.layers:
-        r, c = rules[layer.module], layer.conv
-        t = layer.positions
-        if r == "linear-gram":
-            rule_flops += pairs * ((layer.d_in if layer.weight else 0) + k * k * layer.d_out)
-        elif r == "linear-psg":
-            rule_flops += ne * k * layer.d_out * layer.d_in * t + pairs * k * k * layer.d_out * layer.d_in
-        elif r == "bn-affine":
-            rule_flops += ne * k * layer.out_numel + pairs * k * k * 2 * layer.d_out
-        elif r == "bn-affine-batch":
-            rule_flops += (n1 + n2) * k * N * layer.out_numel + n1 * k * n2 * k * 2 * layer.d_out
-        elif r == "conv-psg":
-            rule_flops += ne * k * c["C_out"] * c["P"] * c["L"] + pairs * k * k * c["C_out"] * c["P"]
-        elif r == "conv-patch":
-            rule_flops += pairs * (c["L"] ** 2 * c["P"] + k * c["C_out"] * c["L"] ** 2 + k * k * c["C_out"] * c["L"])
-        elif r == "linear-gram-batch":
-            rule_flops += (n1 * t) * (n2 * t) * layer.d_in + n1 * k * (n1 * t) * (n2 * t) * layer.d_out \
-                + n1 * k * n2 * k * n2 * t * layer.d_out
-        elif r == "conv-rowgrad-batch":
-            rule_flops += (n1 + n2) * k * N * c["C_out"] * c["P"] * c["L"] + n1 * k * n2 * k * c["C_out"] * c["P"]
+        rule_flops += layer.rule.cost(layer, rules[layer.module], d)
     plan.flops = capture + rule_flops
     return plan
