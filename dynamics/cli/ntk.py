@@ -22,6 +22,7 @@ from torch import nn
 from dynamics import models
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.ntk import ntk
+from dynamics.cli.validate import arg, bn_mode, positive_float, positive_int, seed
 from dynamics.errors import InputError
 
 __all__ = ["HELP", "add_arguments", "run", "build_model"]
@@ -34,16 +35,18 @@ _METHODS = ("auto", "jacobian", "ntvp", "structured")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=_MODELS, default="mlp", help="default network (default: mlp)")
-    parser.add_argument("--n", type=int, default=32, help="number of samples (default: 32)")
-    parser.add_argument("--k", type=int, default=10, help="outputs per sample (default: 10)")
+    parser.add_argument("--n", type=arg(positive_int, "--n"), default=32, help="number of samples (default: 32)")
+    parser.add_argument("--k", type=arg(positive_int, "--k"), default=10, help="outputs per sample (default: 10)")
     parser.add_argument("--method", choices=_METHODS, default="auto", help="NTK algorithm (default: auto)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float64",
                         help="compute dtype (default: float64)")
-    parser.add_argument("--bn-mode", choices=("eval", "batch", "frozen"), default="eval",
-                        help="BatchNorm semantics for the resnet (default: eval)")
-    parser.add_argument("--memory-budget", type=float, default=None, help="bytes for K and intermediates")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data (default: 0)")
-    parser.add_argument("--check-samples", type=int, default=4,
+    parser.add_argument("--bn-mode", choices=("eval", "batch", "frozen"), default=None,
+                        help="BatchNorm semantics, only for a network with BatchNorm (--model resnet; default: eval); "
+                        "refused for a network without BatchNorm")
+    parser.add_argument("--memory-budget", type=arg(positive_float, "--memory-budget"), default=None,
+                        help="bytes for K and intermediates (e.g. 2e9)")
+    parser.add_argument("--seed", type=arg(seed, "--seed"), default=0, help="seed of the weights and the data (default: 0)")
+    parser.add_argument("--check-samples", type=arg(positive_int, "--check-samples"), default=4,
                         help="samples whose Jacobian rows are recomputed for the trace check (default: 4)")
 
 
@@ -63,23 +66,20 @@ def build_model(name: str, k: int) -> nn.Module:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n < 1 or args.k < 1 or args.check_samples < 1:
-        raise InputError("--n, --k and --check-samples must be positive integers")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     torch.manual_seed(args.seed)
     model = build_model(args.model, args.k)
+    bn = bn_mode(model, args.bn_mode)  # before any computation: --bn-mode on a net without BatchNorm is refused
     x = torch.randn(args.n, 1, 16, 16, generator=torch.Generator().manual_seed(args.seed + 1))
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    bn_mode = args.bn_mode if has_bn else None
-    if has_bn:  # running statistics of the synthetic data rather than the initial (0, 1)
+    if bn is not None:  # running statistics of the synthetic data rather than the initial (0, 1)
         with torch.no_grad():
             model.train()
             for _ in range(3):
                 model(x)
-    budget = int(args.memory_budget) if args.memory_budget else None
+    budget = None if args.memory_budget is None else int(args.memory_budget)
 
     start = time.perf_counter()
-    K, info = ntk(model, x, bn_mode=bn_mode, method=args.method, dtype=dtype, memory_budget=budget,
+    K, info = ntk(model, x, bn_mode=bn, method=args.method, dtype=dtype, memory_budget=budget,
                            return_info=True)
     elapsed = time.perf_counter() - start
     n, k = args.n, K.shape[2]
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     asym = float((M - M.T).abs().max())
     m = min(args.check_samples, n)
-    op = JacobianOperator(model, x, bn_mode=bn_mode, dtype=dtype)
+    op = JacobianOperator(model, x, bn_mode=bn, dtype=dtype)
     E = torch.zeros(n * k, m * k, dtype=dtype)
     E[torch.arange(m * k), torch.arange(m * k)] = 1
     fro = float((op.T @ E).double().pow(2).sum())
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     trace_rel = abs(trace - fro) / max(fro, 1e-300)
     trace_tol = 1e-10 if dtype == torch.float64 else 1e-4
 
-    print(f"dynamics ntk: model={args.model} n={n} k={k} p={info.p} dtype={args.dtype} bn_mode={bn_mode}")
+    print(f"dynamics ntk: model={args.model} n={n} k={k} p={info.p} dtype={args.dtype} bn_mode={bn}")
     print(f"K shape {tuple(K.shape)} (Gram matrix {n * k} x {n * k}); computed in {elapsed:.3f} s")
     print(info)
     print(f"eigenvalues: min {float(eig.min()):.4g}, max {lam_max:.4g}; numerical rank {rank} of {n * k} "

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from dynamics.cli.validate import arg, output_folder
 from dynamics.reproduce.presets import get_preset
 from dynamics.reproduce.report import write_report
 from dynamics.reproduce.runs import RunRecord, discover_runs
@@ -40,7 +41,8 @@ def write_figures(runs: Sequence[RunRecord], out_dir: Path) -> list[Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or folders holding them")
-    parser.add_argument("--out", default="report", help="output folder (default: %(default)s)")
+    parser.add_argument("--out", default="report", type=arg(output_folder, "--out"),
+                        help="output folder (default: %(default)s)")
     parser.add_argument("--preset", choices=("paper", "cpu"), default=None,
                         help="add this preset's protocol and reductions to the caption")
     parser.add_argument("--caption", default=None, help="table caption (default: a description of the columns)")

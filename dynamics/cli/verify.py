@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from dynamics.atomic import write_json
+from dynamics.cli.validate import arg, folder_or_absent, output_folder, seed
 from dynamics.provenance import provenance
 from figures import beyond_ntk, depth_rank, gradient_bound, loss_decomposition, necessity, plateau, width_sweep
 from theory import verify as statements
@@ -55,12 +56,14 @@ def write_figures(result: statements.VerifyResult, folder: Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/verify", help="output folder (report.json, figures/); "
-                        "default runs/verify")
-    parser.add_argument("--data-root", default=None, help="data root for the Semeion rows (default "
-                        "$DYNAMICS_DATA); the rows are skipped, with the reason, when the file is absent")
+    parser.add_argument("--out", default="runs/verify", type=arg(output_folder, "--out"),
+                        help="output folder (report.json, figures/); default runs/verify")
+    parser.add_argument("--data-root", default=None, type=arg(folder_or_absent, "--data-root"),
+                        help="data root for the Semeion rows (default $DYNAMICS_DATA); the rows are skipped, with "
+                        "the reason, when the file is absent")
     parser.add_argument("--quick", action="store_true", help="smaller runs (same checks, same tolerances)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every network and data set (default 0)")
+    parser.add_argument("--seed", type=arg(seed, "--seed"), default=0,
+                        help="seed of every network and data set (default 0)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
 
 
@@ -71,12 +74,14 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny float64 problems: one thread is fastest, and results do not depend on cores
     try:
-        result = statements.collect(seed=args.seed, quick=args.quick, data_root=args.data_root)
+        result = statements.collect(seed=args.seed, quick=args.quick,
+                                    data_root=None if args.data_root is None else str(args.data_root))
     finally:
         torch.set_num_threads(threads)
     figures = [] if args.no_figures else write_figures(result, out / "figures")
     total = time.perf_counter() - start
-    config = {"seed": args.seed, "quick": args.quick, "data_root": args.data_root, "torch_threads": 1}
+    data_root = None if args.data_root is None else str(args.data_root)
+    config = {"seed": args.seed, "quick": args.quick, "data_root": data_root, "torch_threads": 1}
     payload = {"provenance": provenance(seed=args.seed, config=config), "seconds_total": round(total, 1),
                "figures": [str(p) for p in figures], **result.to_dict()}
     write_json(out / "report.json", payload)
