@@ -127,8 +127,8 @@ def test_lsqr_lower_bound_with_given_sigma_min_brackets_true_residual():
     for iters in (5, 15, 200):
         rep = check_alignment(model, x, y, method="lsqr", iter_lim=iters, sigma_min=dense.sigma_min)
         assert rep.sigma_min == dense.sigma_min
-        assert rep.residual_lower_bound <= dense.residual + 1e-12 <= rep.residual + 2e-12
-    assert rep.conclusive and not rep.holds and rep.residual_lower_bound == pytest.approx(dense.residual, abs=1e-8)
+        assert rep.residual_lower <= dense.residual + 1e-12 <= rep.residual + 2e-12
+    assert rep.conclusive and not rep.holds and rep.residual_lower == pytest.approx(dense.residual, abs=1e-8)
 
 
 def test_lsqr_sigma_min_estimate_is_conservative_after_convergence():
@@ -137,7 +137,7 @@ def test_lsqr_sigma_min_estimate_is_conservative_after_convergence():
     dense = check_alignment(model, x, y, method="dense")
     rep = check_alignment(model, x, y, method="lsqr")
     assert rep.istop in (1, 2) and 0 < rep.sigma_min <= dense.sigma_min
-    assert rep.sigma_min_source == "lsqr-estimate" and dense.sigma_min_source == "dense"
+    assert rep.sigma_min_source == "lsqr-estimate" and dense.sigma_min_source == "exact"
     assert any("heuristic" in note for note in rep.notes)
 
 
@@ -174,13 +174,24 @@ def test_property_dense_and_lsqr_residuals_agree_on_random_tiny_nets(depth, widt
 
 
 # ---------------------------------------------------------------------- method choice, reports
-def test_auto_picks_dense_for_small_and_lsqr_when_gram_or_J_too_big():
+def test_auto_picks_dense_when_J_fits_gram_when_only_a_gram_fits_and_lsqr_otherwise():
     assert choose_method(100, 10_000) == "dense"
     assert choose_method(10_000, 100) == "dense"
-    assert choose_method(10_000, 10_000) == "lsqr"          # Gram 800 MB > 256 MiB
-    assert choose_method(1_000, 1_000_000) == "lsqr"        # J 8 GB > 1 GiB
+    assert choose_method(30, 20_000_000) == "gram"          # J 4.8 GB over 2 GiB, the 30 x 30 NTK fits (issue 10)
+    assert choose_method(50_000, 19_810) == "lsqr"          # J 7.9 GB, JᵀJ with workspace 9.4 GB
+    assert choose_method(50_000, 19_810, memory_budget=16 * 2**30) == "gram"
+    assert choose_method(50_000, 19_810, memory_budget=16 * 2**30, per_sample=False) == "lsqr"
     rep = check_alignment(narrow_net(), torch.randn(5, 3), torch.randn(5, 2))
     assert rep.method == "dense"
+
+
+def test_auto_with_a_small_budget_takes_the_exact_gram_route_and_matches_dense():
+    model = narrow_net()
+    x, y = torch.randn(40, 3), torch.randn(40, 2)        # 80 x 20: J 12.8 kB, JᵀJ 9.6 kB
+    dense = check_alignment(model, x, y, method="dense")
+    auto = check_alignment(model, x, y, memory_budget=12_000)
+    assert auto.method == "gram" and auto.route == "eigh(JtJ)"
+    assert auto.residual == pytest.approx(dense.residual, abs=1e-10)
 
 
 def test_report_str_and_to_dict_for_both_methods():
@@ -236,7 +247,7 @@ def test_non_positive_tolerances_raise_input_error(kw):
 
 
 def test_unknown_method_raises_method_error():
-    with pytest.raises(MethodError, match="auto, dense, lsqr"):
+    with pytest.raises(MethodError, match="auto, dense, gram, subset, lsqr"):
         check_alignment(narrow_net(), torch.randn(5, 3), torch.randn(5, 2), method="svd")
 
 
@@ -247,5 +258,5 @@ def test_lsqr_gives_no_lower_bound_from_its_own_sigma_estimate_before_convergenc
     dense = check_alignment(model, x, y, method="dense")
     rep = check_alignment(model, x, y, method="lsqr", iter_lim=2)
     assert rep.sigma_min_source == "lsqr-estimate" and rep.sigma_min > dense.sigma_min
-    assert rep.residual_lower_bound is None and not rep.conclusive and not rep.holds
+    assert rep.residual_lower is None and not rep.conclusive and not rep.holds
     assert rep.residual >= dense.residual

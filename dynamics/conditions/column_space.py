@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from dynamics.engine.parameters import ParamSpec
+from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError, MethodError
 
 __all__ = ["ColumnSpace", "column_space", "default_rank_rtol", "check_positive_tolerance"]
@@ -103,12 +104,43 @@ def _as_vectors(v: Array, m: int, what: str = "v") -> torch.Tensor:
     return v.to(F64)
 
 
+def _as_matrix(J: Array, what: str) -> torch.Tensor:
+    if isinstance(J, np.ndarray):
+        J = torch.from_numpy(np.ascontiguousarray(J))
+    if not isinstance(J, torch.Tensor):
+        raise InputError(f"{what} must be a torch.Tensor or numpy array, got {type(J).__name__}")
+    if J.dim() != 2 or J.shape[0] == 0 or J.shape[1] == 0:
+        raise InputError(f"{what} must be a non-empty 2-D matrix, got shape {tuple(J.shape)}")
+    if not J.is_floating_point():
+        raise InputError(f"{what} must be a real floating matrix, got dtype {J.dtype}")
+    if not torch.isfinite(J).all():
+        raise InputError(f"{what} contains NaN or inf; the Jacobian at these parameters is not finite "
+                             f"(check the model's parameters and inputs for NaN/inf, or lower the learning rate "
+                             f"of the run that produced them)")
+    return J
+
+
+def _rank_rule(sv: torch.Tensor, m: int, p: int, stored: torch.dtype, method: str,
+               rtol: Optional[float]) -> tuple[int, float, float]:
+    """(rank, absolute threshold, relative threshold): the one numerical-rank rule (module docstring)."""
+    sigma_max = float(sv[0])
+    resolution = default_rank_rtol(m, p, stored, method)
+    rel = resolution if rtol is None else rtol
+    if rtol is not None and rtol < resolution:
+        log.warning("rtol=%.3g is below what the %s route resolves for a %dx%d %s matrix (%.3g): the rank may "
+                    "count rounding noise as signal", rtol, method, m, p, stored, resolution)
+    tol = rel * sigma_max
+    return (int((sv > tol).sum()) if sigma_max > 0 else 0), float(tol), float(rel)
+
+
 @dataclass
 class ColumnSpace:
-    """Col J for a dense J (m × p, m = n·k): orthonormal basis, numerical rank, singular values, projector.
+    """Col J for a Jacobian J (m × p, m = n·k): numerical rank, singular values, projector; the project's one
+    projector / residual / rank rule (every check, probe and certificate builds it here).
 
     Attributes:
-        basis: U, (m, r) float64 with orthonormal columns spanning the numerical column space.
+        basis: U, (m, r) float64 with orthonormal columns spanning the numerical column space; None when
+            built by :meth:`from_gram` from ``JᵀJ`` alone (then use :meth:`relative_residual_from_adjoint`).
         rank: r, the number of singular values above ``tolerance``.
         singular_values: all min(m, p) singular values of J, descending, float64 (those below the Gram
             resolution limit, see the module docstring, are not accurate).
@@ -118,9 +150,10 @@ class ColumnSpace:
         rtol: the relative threshold used (tolerance / σ_max), whether given or the default.
         shape: (m, p).
         route: ``"eigh(JJt)"`` or ``"eigh(JtJ)"`` (the Gram matrix diagonalised) or ``"svd"``.
+        right: V_r, (p, r) float64, the leading right singular vectors; only for the ``JᵀJ`` routes.
     """
 
-    basis: torch.Tensor
+    basis: Optional[torch.Tensor]
     rank: int
     singular_values: torch.Tensor
     sigma_max: float
@@ -129,6 +162,25 @@ class ColumnSpace:
     rtol: float
     shape: tuple[int, int]
     route: str
+    right: Optional[torch.Tensor] = None
+
+    @property
+    def full_row_rank(self) -> bool:
+        """rank = m (= n·k): P = I, so every vector, Y included, lies in Col J ("trivially aligned")."""
+        return self.rank == self.shape[0]
+
+    @property
+    def accuracy(self) -> float:
+        """The stated floating-point accuracy of a relative residual computed from this column space.
+
+        Gram routes: ``max(m, p)·eps·(σ_max/σ_r)²`` (eigenvectors of kept directions are accurate to
+        eps·σ_max²/σ_i², module docstring); SVD: ``max(m, p)·eps·σ_max/σ_r``; 0 when r = 0 (P = 0 exactly).
+        """
+        if not self.rank or not self.sigma_min:
+            return 0.0
+        ratio = self.sigma_max / self.sigma_min
+        eps = max(self.shape) * torch.finfo(F64).eps
+        return eps * ratio if self.route == "svd" else eps * ratio * ratio
 
     @classmethod
     def from_jacobian(cls, J: Array, rtol: Optional[float] = None, method: str = "gram") -> "ColumnSpace":
@@ -149,59 +201,97 @@ class ColumnSpace:
         rtol = check_positive_tolerance(rtol, "rtol")
         if method not in ("gram", "svd"):
             raise MethodError(f"unknown method {method!r} for ColumnSpace.from_jacobian; choose 'gram' or 'svd'")
-        if isinstance(J, np.ndarray):
-            J = torch.from_numpy(np.ascontiguousarray(J))
-        if not isinstance(J, torch.Tensor):
-            raise InputError(f"J must be a torch.Tensor or numpy array, got {type(J).__name__}")
-        if J.dim() != 2 or J.shape[0] == 0 or J.shape[1] == 0:
-            raise InputError(f"J must be a non-empty 2-D matrix (n*k, p), got shape {tuple(J.shape)}")
-        if not J.is_floating_point():
-            raise InputError(f"J must be a real floating matrix, got dtype {J.dtype}")
-        if not torch.isfinite(J).all():
-            raise InputError("J contains NaN or inf; the Jacobian at these parameters is not finite")
+        J = _as_matrix(J, "J")
         stored = J.dtype
         J = J.detach().to(F64)
         m, p = J.shape
         wide = m <= p
         if method == "svd":
             left, sv, _ = torch.linalg.svd(J, full_matrices=False)
-        else:
-            G = J @ J.T if wide else J.T @ J
-            G = 0.5 * (G + G.T)
-            lam, vec = torch.linalg.eigh(G)
-            lam, vec = lam.flip(0), vec.flip(1)              # descending
-            sv = lam.clamp_min(0.0).sqrt()
-        sigma_max = float(sv[0])
-        resolution = default_rank_rtol(m, p, stored, method)
-        if rtol is None:
-            rel = resolution
-        else:
-            rel = rtol
-            if rtol < resolution:
-                log.warning("rtol=%.3g is below what the %s route resolves for a %dx%d %s matrix (%.3g): the "
-                            "rank may count rounding noise as signal", rtol, method, m, p, stored, resolution)
-        tol = rel * sigma_max
-        r = int((sv > tol).sum()) if sigma_max > 0 else 0
-        if method == "svd":
-            U = left[:, :r].contiguous()
-        elif wide:
-            U = vec[:, :r].contiguous()
-        elif r > 0:
-            U = torch.linalg.qr(J @ vec[:, :r], mode="reduced").Q
-        else:
-            U = torch.zeros(m, 0, dtype=F64, device=J.device)
-        return cls(basis=U, rank=r, singular_values=sv, sigma_max=sigma_max,
-                   sigma_min=float(sv[r - 1]) if r > 0 else None, tolerance=float(tol), rtol=float(rel),
-                   shape=(m, p), route="svd" if method == "svd" else ("eigh(JJt)" if wide else "eigh(JtJ)"))
+            rank, tol, rel = _rank_rule(sv, m, p, stored, "svd", rtol)
+            return cls(basis=left[:, :rank].contiguous(), rank=rank, singular_values=sv,
+                       sigma_max=float(sv[0]), sigma_min=float(sv[rank - 1]) if rank else None, tolerance=tol,
+                       rtol=rel, shape=(m, p), route="svd")
+        G = J @ J.T if wide else J.T @ J
+        space = cls.from_gram(G, "rows" if wide else "columns", (m, p), stored, rtol)
+        if not wide:                                     # basis J V_r Σ_r⁻¹, re-orthonormalised
+            space.basis = (torch.linalg.qr(J @ space.right, mode="reduced").Q if space.rank
+                           else torch.zeros(m, 0, dtype=F64, device=J.device))
+        return space
+
+    @classmethod
+    def from_gram(cls, G: Array, side: str, shape: tuple[int, int], stored: torch.dtype = F64,
+                  rtol: Optional[float] = None) -> "ColumnSpace":
+        """Col J from a Gram matrix of J, with the same rank rule as :meth:`from_jacobian` (``"gram"``).
+
+        Args:
+            G: ``J Jᵀ`` (m × m, ``side="rows"``: the empirical NTK, gives the basis U) or ``Jᵀ J`` (p × p,
+                ``side="columns"``: gives V_r, so projections need Jᵀv, see
+                :meth:`relative_residual_from_adjoint`), accumulated in float64.
+            shape: (m, p) of J; stored: the dtype J was computed in (it enters the default threshold).
+
+        >>> J = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+        >>> cs = ColumnSpace.from_gram(J.T @ J, "columns", (3, 2))
+        >>> y = torch.tensor([3.0, 4.0, 12.0], dtype=torch.float64)      # distance 12 from Col J, |y| = 13
+        >>> cs.rank, round(cs.relative_residual_from_adjoint(float(y @ y), J.T @ y), 12)
+        (2, 0.923076923077)
+        """
+        rtol = check_positive_tolerance(rtol, "rtol")
+        if side not in ("rows", "columns"):
+            raise InputError(f"side must be 'rows' (G = J Jᵀ) or 'columns' (G = Jᵀ J), got {side!r}")
+        G = _as_matrix(G, "G").detach().to(F64)
+        m, p = shape
+        size = m if side == "rows" else p
+        if G.shape != (size, size):
+            raise InputError(f"a {side} Gram of a {m} x {p} Jacobian must be {size} x {size}, got {tuple(G.shape)}")
+        G = 0.5 * (G + G.T)
+        lam, vec = torch.linalg.eigh(G)
+        lam, vec = lam.flip(0), vec.flip(1)              # descending
+        sv = lam.clamp_min(0.0).sqrt()
+        rank, tol, rel = _rank_rule(sv, m, p, stored, "gram", rtol)
+        kept = vec[:, :rank].contiguous()
+        return cls(basis=kept if side == "rows" else None, rank=rank, singular_values=sv[: min(m, p)],
+                   sigma_max=float(sv[0]), sigma_min=float(sv[rank - 1]) if rank else None, tolerance=tol,
+                   rtol=rel, shape=(m, p), route="eigh(JJt)" if side == "rows" else "eigh(JtJ)",
+                   right=None if side == "rows" else kept)
+
+    def relative_residual_from_adjoint(self, v_norm2: float, jt_v: Array) -> float:
+        """‖(I − P)v‖/‖v‖ from ‖v‖² and Jᵀv alone (the ``JᵀJ`` route, J never formed).
+
+        ‖Pv‖² = ‖Σ_r⁻¹ V_rᵀ Jᵀ v‖², so r² = 1 − ‖Σ_r⁻¹ V_rᵀ Jᵀv‖² / ‖v‖² (clipped at 0; its absolute error is
+        about :attr:`accuracy`). 0.0 for v = 0.
+        """
+        if self.right is None:
+            raise MethodError("this column space holds a basis U, not V_r; use relative_residual(v)")
+        if v_norm2 == 0.0:
+            return 0.0
+        c = _as_vectors(jt_v, self.shape[1], "Jᵀv").to(self.right.device)
+        coef = (self.right.T @ c) / self.singular_values[: self.rank].to(c).unsqueeze(-1 if c.dim() == 2 else 0)
+        return math.sqrt(max(1.0 - float(coef.pow(2).sum()) / v_norm2, 0.0))
+
+    def least_squares(self, jt_v: Array) -> torch.Tensor:
+        """z = V_r Σ_r⁻² V_rᵀ Jᵀv, the minimum-norm minimiser of ‖J z − v‖ within the kept directions (``JᵀJ``
+        route): any z gives the rigorous upper bound ‖v − J z‖ ≥ dist(v, Col J)."""
+        if self.right is None:
+            raise MethodError("least_squares needs the JᵀJ route (ColumnSpace.from_gram(..., 'columns'))")
+        c = _as_vectors(jt_v, self.shape[1], "Jᵀv").to(self.right.device)
+        return self.right @ ((self.right.T @ c) / self.singular_values[: self.rank].to(c).pow(2))
 
     # ------------------------------------------------------------------ projector
+    def _need_basis(self) -> None:
+        if self.basis is None:
+            raise MethodError("this column space was built from JᵀJ without J, so it has no basis U to project "
+                              "with; use relative_residual_from_adjoint(‖v‖², Jᵀv), or from_jacobian(J)")
+
     def project(self, v: Array) -> torch.Tensor:
         """P v = U Uᵀ v for ``v`` of shape (m,) or (m, q); float64."""
+        self._need_basis()
         V = _as_vectors(v, self.shape[0]).to(self.basis.device)
         return self.basis @ (self.basis.T @ V)
 
     def complement(self, v: Array) -> torch.Tensor:
         """(I − P) v, the part of ``v`` orthogonal to Col J; float64, same shape as ``v``."""
+        self._need_basis()
         V = _as_vectors(v, self.shape[0]).to(self.basis.device)
         return V - self.basis @ (self.basis.T @ V)
 
@@ -253,8 +343,6 @@ def column_space(model: nn.Module, x, params: ParamSpec = None, bn_mode: Optiona
     >>> cs.shape, cs.rank                # n*k = 10 rows, p = 26 columns, full row rank
     ((10, 26), 10)
     """
-    from dynamics.engine.jacobian import jacobian
-
     rtol = check_positive_tolerance(rtol, "rtol")
     if method not in ("gram", "svd"):
         raise MethodError(f"unknown method {method!r} for column_space; choose 'gram' or 'svd'")

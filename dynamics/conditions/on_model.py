@@ -45,7 +45,7 @@ from torch import nn
 from dynamics.conditions.column_space import check_positive_tolerance
 from dynamics.conditions.reports import Candidate, OnModelReport
 from dynamics.engine.jacobian import JacobianOperator
-from dynamics.engine.parameters import select_parameters
+from dynamics.engine.parameters import group_by_module, select_parameters
 from dynamics.engine.precision import exact_matmul
 from dynamics.errors import InputError, ParameterSelectionError
 
@@ -125,7 +125,8 @@ def check_on_model_structure(model: nn.Module, x, subset: SubsetSpec = "auto", b
         holds=chosen.holds, subset=list(chosen.names), euler_residual=chosen.euler_residual,
         scaling_residual=chosen.scaling_residual, scaling_residuals=per_scale[best], rtol=rtol,
         mode="auto" if auto else "given", candidates=tried, explanation=explanation, n=sf.n, k=sf.k,
-        dtype=str(sf.dtype).replace("torch.", ""), bn_mode=sf.bn_mode, time_s=time.perf_counter() - start)
+        dtype=str(sf.dtype).replace("torch.", ""), bn_mode=sf.bn_mode, time_s=time.perf_counter() - start,
+        p=sum(p.numel() for _, p in model.named_parameters() if p.requires_grad))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -190,9 +191,7 @@ def _auto_candidates(model: nn.Module) -> list[tuple[str, list[str]]]:
     if not trainable:
         raise ParameterSelectionError("no parameter of the model has requires_grad=True, so no subset S can be "
                                       "searched; pass subset=[names] to test a given S")
-    groups: dict[str, list[str]] = {}
-    for name in trainable:
-        groups.setdefault(name.rpartition(".")[0], []).append(name)
+    groups = group_by_module(trainable)
     owners = sorted(groups, key=lambda o: trainable.index(groups[o][-1]), reverse=True)
     out: list[tuple[str, list[str]]] = []
     for owner in owners:

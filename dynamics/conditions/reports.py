@@ -75,9 +75,27 @@ class OnModelReport:
     dtype: str
     bn_mode: Optional[str]
     time_s: float
+    p: int = 0
+    expected: bool = True
+    control: bool = False
+    statement: str = "on-model structure"
+
+    @property
+    def trivial(self) -> bool:
+        """Always False: the Euler identity f_X = J_S θ_S is tested directly (it can fail, e.g. for a sigmoid
+        head); it is not implied by the rank of J."""
+        return False
+
+    @property
+    def quantities(self) -> dict:
+        """p, nk, rank (not computed by this check: None) and the two residuals (JSON-ready)."""
+        return {"p": self.p, "nk": self.n * self.k, "rank": None, "euler_residual": _json_float(self.euler_residual),
+                "scaling_residual": _json_float(self.scaling_residual)}
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["trivial"] = self.trivial
+        d["quantities"] = self.quantities
         d["scaling_residuals"] = {str(c): _json_float(r) for c, r in self.scaling_residuals.items()}
         for key in ("euler_residual", "scaling_residual"):
             d[key] = _json_float(d[key])
@@ -95,7 +113,9 @@ class OnModelReport:
             f"  scaling residual  {_g(self.scaling_residual)}   max_c ‖f(cθ_S) − c f(θ_S)‖ / ‖c f(θ_S)‖, "
             f"c in {', '.join(f'{c:g}' for c in self.scaling_residuals)}",
             f"  rtol              {self.rtol:.3g}",
-            f"  data              n={self.n}, k={self.k}, dtype={self.dtype}, bn_mode={self.bn_mode}",
+            f"  data              n={self.n}, k={self.k}, p={self.p}, dtype={self.dtype}, bn_mode={self.bn_mode}",
+            f"  verdict           statement={self.statement!r}, control={self.control}, expected={self.expected}, "
+            f"holds={self.holds}, trivial=False (the identity is tested, not implied by rank)",
         ]
         if self.mode == "auto":
             lines.append(f"  candidates tried  {len(self.candidates)}")
@@ -113,40 +133,48 @@ class OnModelReport:
 class AlignmentReport:
     """Result of the data architecture alignment check: is vec(Y) in Col J(θ)?
 
+    The common verdict fields (shared with every report row of the toolkit): ``statement``, ``control``,
+    ``expected``, ``holds``, ``trivial`` and :attr:`quantities` (p, nk, rank and the residual bounds).
+
     Attributes:
-        holds: ``residual ≤ rtol`` (for ``"lsqr"``, the rigorous upper bound ≤ rtol).
-        residual: ‖(I − P) vec(Y)‖ / ‖vec(Y)‖ (``"dense"``), or the upper bound ‖Y − J z‖ / ‖Y‖ at LSQR's
-            final iterate z (``"lsqr"``): any z gives an upper bound because J z ∈ Col J.
-        residual_lower_bound: a lower bound on the true relative residual: equal to ``residual`` for
-            ``"dense"``; for ``"lsqr"`` sqrt(‖r‖² − (‖Jᵀr‖/σ₊)²)/‖Y‖ with σ₊ = ``sigma_min`` (valid when
-            ``sigma_min`` does not exceed the true σ₊; None when no σ₊ is available, or when σ₊ is LSQR's
-            own estimate and LSQR did not converge).
-        rank: numerical rank of J (``"dense"``); None for ``"lsqr"`` (not computed matrix-free).
-        sigma_min: smallest non-zero singular value σ₊ of J (``"dense"``: σ_r); for ``"lsqr"`` the caller's
-            ``sigma_min`` if given, else LSQR's estimate anorm/acond = 1/‖R⁻¹‖_F (see alignment module).
-        sigma_min_source: ``"dense"``, ``"given"``, ``"lsqr-estimate"`` or None.
-        sigma_max: largest singular value (``"dense"``); None for ``"lsqr"``.
-        tolerance: ``"dense"``: the absolute rank threshold on σ; ``"lsqr"``: the atol/btol LSQR stopped with.
-        rtol: the tolerance ``residual`` is compared with.
-        method: ``"dense"`` or ``"lsqr"`` (what ran, after ``"auto"`` chose).
+        holds: ``residual_upper ≤ rtol``.
+        residual: the route's value of r = ‖(I − P) vec(Y)‖ / ‖vec(Y)‖: exact routes r itself, bound routes
+            (``"subset"``, ``"lsqr"``) the upper bound.
+        residual_lower, residual_upper: rigorous bounds on r up to the stated ``accuracy`` and the numerical
+            rank convention (``tolerance``); ``residual_lower`` is None when LSQR has no σ₊ to give one.
+        conclusive: True when the bounds settle ``holds`` (upper ≤ rtol or lower > rtol).
+        trivial: True when rank J = n·k (P = I: every Y is aligned whatever the network; the statement
+            "alignment holds" then says nothing about data or training); False when rank J < n·k (always when
+            p < n·k); None when unknown (LSQR with p ≥ n·k).
+        accuracy: the route's stated floating-point error on r (None for LSQR, whose bound is recomputed).
+        rank: numerical rank of the J the route factorised (J_S for ``"subset"``); None for ``"lsqr"``.
+        sigma_min, sigma_max: σ₊ (smallest singular value counted in the rank) and σ_max of that J; for
+            ``"lsqr"`` sigma_min is the caller's bound or LSQR's estimate (``sigma_min_source`` says which).
+        tolerance: exact routes: the absolute rank threshold on σ; ``"lsqr"``: its atol/btol.
+        route: how Col J was obtained (``"eigh(JJt)"``, ``"eigh(JtJ)"``, ``"svd"``, ``"lsqr"``).
+        rtol: the tolerance ``residual_upper`` is compared with.
+        method: what ran, after ``"auto"`` chose (``"dense"``, ``"gram"``, ``"subset"``, ``"lsqr"``).
         n, k, p: samples, outputs per sample, parameters (columns of J).
-        iterations, istop, optimality: LSQR iterations, its stop code, and ‖Jᵀ r‖ at its final residual
-            r = Y − J z (None for ``"dense"``).
-        conclusive: False when neither bound settles ``holds`` (upper bound > rtol, lower bound ≤ rtol or
-            unknown); always True for ``"dense"``.
-        params: names of the parameters forming J.
-        bn_mode, dtype, time_s: BatchNorm semantics, compute dtype of J, seconds.
-        notes: anything the reader should know (e.g. why a run was inconclusive).
+        iterations, istop, optimality: LSQR iterations, stop code and ‖Jᵀr‖ (None otherwise).
+        subset_size: |S| for ``"subset"``.
+        params, bn_mode, dtype, time_s, notes: parameters forming J, BatchNorm semantics, compute dtype,
+            seconds, remarks.
+        expected, control: whether alignment is expected to hold here; whether this is a control.
     """
 
     holds: bool
     residual: float
-    residual_lower_bound: Optional[float]
+    residual_lower: Optional[float]
+    residual_upper: float
+    conclusive: bool
+    trivial: Optional[bool]
+    accuracy: Optional[float]
     rank: Optional[int]
     sigma_min: Optional[float]
     sigma_min_source: Optional[str]
     sigma_max: Optional[float]
-    tolerance: float
+    tolerance: Optional[float]
+    route: Optional[str]
     rtol: float
     method: str
     n: int
@@ -155,35 +183,55 @@ class AlignmentReport:
     iterations: Optional[int]
     istop: Optional[int]
     optimality: Optional[float]
-    conclusive: bool
+    subset_size: Optional[int]
     params: list[str]
     bn_mode: Optional[str]
     dtype: str
     time_s: float
     notes: list[str] = field(default_factory=list)
+    expected: bool = True
+    control: bool = False
+    statement: str = "data architecture alignment"
+
+    @property
+    def quantities(self) -> dict:
+        """The measured numbers: p, nk, rank, the residual and its bounds (JSON-ready)."""
+        return {"p": self.p, "nk": self.n * self.k, "rank": self.rank, "residual": _json_float(self.residual),
+                "residual_lower": _json_float(self.residual_lower),
+                "residual_upper": _json_float(self.residual_upper)}
 
     def to_dict(self) -> dict:
-        return {k: _json_float(v) for k, v in asdict(self).items()}
+        d = {k: _json_float(v) for k, v in asdict(self).items()}
+        d["quantities"] = self.quantities
+        return d
 
     def __str__(self) -> str:
         verdict = "HOLDS" if self.holds else "FAILS"
         if not self.conclusive:
             verdict += " (inconclusive)"
-        res = f"{self.residual:.3g}"
-        if self.method == "lsqr":
-            res = f"≤ {self.residual:.3g}   (≥ {_g(self.residual_lower_bound)})"
+        if self.trivial:
+            verdict += " (trivially: rank J = n·k)"
+        lo = _g(self.residual_lower)
         lines = [
             f"Data architecture alignment: {verdict}",
-            f"  residual    {res}   ‖(I − P) vec(Y)‖ / ‖vec(Y)‖, rtol {self.rtol:.3g}",
+            f"  residual    {self.residual:.3g} in [{lo}, {self.residual_upper:.3g}]   ‖(I − P) vec(Y)‖ / ‖vec(Y)‖, "
+            f"rtol {self.rtol:.3g}",
             f"  J           {self.n * self.k} x {self.p} (n={self.n}, k={self.k}), {len(self.params)} parameter "
             f"tensors, dtype={self.dtype}, bn_mode={self.bn_mode}",
+            f"  verdict     statement={self.statement!r}, control={self.control}, expected={self.expected}, "
+            f"holds={self.holds}, trivial={_tri(self.trivial)}",
         ]
-        if self.method == "dense":
-            lines.append(f"  rank        {self.rank} of {min(self.n * self.k, self.p)} (σ > {self.tolerance:.3g}); "
-                         f"σ_max {_g(self.sigma_max, 4)}, σ_min {_g(self.sigma_min, 4)}")
-        else:
+        if self.method == "lsqr":
             lines.append(f"  lsqr        {self.iterations} iterations, istop {self.istop}, atol {self.tolerance:.3g}, "
                          f"‖Jᵀr‖ {_g(self.optimality)}, σ₊ {_g(self.sigma_min, 4)} ({self.sigma_min_source})")
+        else:
+            what = f"J_S, |S| = {self.subset_size}" if self.method == "subset" else "J"
+            lines.append(f"  rank        {self.rank} of {what} (σ > {_g(self.tolerance)}, via {self.route}); "
+                         f"σ_max {_g(self.sigma_max, 4)}, σ_min {_g(self.sigma_min, 4)}; accuracy {_g(self.accuracy)}")
         lines.append(f"  method      {self.method}, {self.time_s:.2f} s")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+def _tri(value: Optional[bool]) -> str:
+    return "unknown" if value is None else str(bool(value))
