@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dynamics.cli.validate import arg, folder_or_absent
@@ -20,7 +21,10 @@ _ROOT_HELP = "data root (default $DYNAMICS_DATA, then ~/.cache/dynamics)"
 
 def _root(args: argparse.Namespace) -> Path:
     """--root, else $DYNAMICS_DATA, else ~/.cache/dynamics; never a file."""
-    option = "--root" if args.root is not None else "the data root ($DYNAMICS_DATA or ~/.cache/dynamics)"
+    if args.root is not None:
+        option = "--root"
+    else:
+        option = "the data root from $DYNAMICS_DATA" if os.environ.get("DYNAMICS_DATA") else "the default data root"
     return folder_or_absent(resolve_root(args.root, must_exist=False), option)
 
 

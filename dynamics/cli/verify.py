@@ -69,8 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # checked by validate.output_folder; made only when the report is written
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny float64 problems: one thread is fastest, and results do not depend on cores
     try:
