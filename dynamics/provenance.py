@@ -7,14 +7,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["provenance", "git_commit", "machine_description"]
+import numpy
+import scipy
+import torch
+
+__all__ = ["provenance", "git_commit", "machine_description", "package_version"]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -36,8 +42,6 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
 
 def machine_description() -> dict[str, Any]:
     """CPU / GPU / OS facts that a timing or a result depends on."""
-    import torch
-
     desc: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -58,6 +62,15 @@ def machine_description() -> dict[str, Any]:
     return desc
 
 
+def package_version() -> str | None:
+    """The installed version of the ``dynamics`` distribution (pyproject.toml), or None when it runs from a
+    source tree that was never installed."""
+    try:
+        return metadata.version("dynamics")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(seed: int | None = None, config: Any = None, **extra: Any) -> dict[str, Any]:
     """A JSON-ready provenance record.
 
@@ -66,20 +79,12 @@ def provenance(seed: int | None = None, config: Any = None, **extra: Any) -> dic
         config: a dataclass or dict describing the run (stored as a dict).
         **extra: anything else worth recording (bn_mode, dtype, ...).
     """
-    import numpy
-    import scipy
-    import torch
-
-    import dynamics
-
     if config is not None and hasattr(config, "to_dict"):
         config = config.to_dict()
     elif config is not None and hasattr(config, "__dataclass_fields__"):
-        import dataclasses
-
         config = dataclasses.asdict(config)
     rec: dict[str, Any] = {
-        "dynamics": dynamics.__version__,
+        "dynamics": package_version(),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
