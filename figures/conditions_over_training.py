@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from dynamics.errors import InputError
-from dynamics.reproduce.runs import RunRecord
+from dynamics.training.run_folder import RunRecord
 from figures.training_curves import draw_band, format_epoch_axes, row_groups, run_dirs_main
 
 __all__ = ["plot", "main"]

@@ -1,7 +1,8 @@
 """Training loss and test error against epoch, base vs modified, mean and min–max band over seeds, τ marked.
 
-One row of two panels per (dataset, augmentation) found in the runs: the training loss (log scale) and the
-test error in %. The switch epoch τ of the modified runs is a dashed vertical line.
+One row of two panels per (dataset, augmentation) found in the runs: the training loss (the running mean over
+each epoch, ``running_train_loss`` of the epoch records; log scale) and the test error in %. The effective switch
+epoch τ of the modified runs (recorded in their summaries, :attr:`RunRecord.tau`) is a dashed vertical line.
 
 Usage: ``python -m figures.training_curves RUN_DIR... [--out training_curves.png]``.
 """
@@ -16,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dynamics.errors import InputError
-from dynamics.reproduce.runs import RunRecord, discover_runs, group_runs, seed_band
+from dynamics.reproduce.runs import discover_runs, group_runs, seed_band
+from dynamics.training.run_folder import RunRecord
 from figures.plotting import save_figure
 
 __all__ = ["plot", "main", "COLORS", "draw_band", "mark_tau", "row_groups", "format_epoch_axes", "run_dirs_main"]
@@ -66,11 +68,11 @@ def plot(runs: Sequence[RunRecord], title: str | None = None) -> Figure:
         where = f"{dataset}, {'with' if augment else 'no'} augmentation"
         for modified in (False, True):
             members = algos.get(modified, [])
-            draw_band(ax_loss, members, "train_loss", modified)
+            draw_band(ax_loss, members, "running_train_loss", modified)
             draw_band(ax_err, members, "test_error", modified)
         format_epoch_axes((ax_loss, ax_err), algos.get(True, []))
         ax_loss.set_yscale("log")
-        ax_loss.set_ylabel("training loss")
+        ax_loss.set_ylabel("training loss (running mean over the epoch)")
         ax_err.set_ylabel("test error (%)")
         ax_loss.set_title(f"{where}: training loss")
         ax_err.set_title(f"{where}: test error")

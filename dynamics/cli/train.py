@@ -1,19 +1,46 @@
-"""``dynamics train``: one training run (base or modified) into a run directory.
+"""``dynamics train``: one training run (base or modified) into a run folder.
 
     dynamics train --dataset mnist --model resnet_small --optimizer sgd --lr 0.01 --momentum 0.9 \\
         --weight-decay 1e-4 --batch-size 64 --epochs 50 [--augment] [--modified --tau 25] [--probe-every 5] \\
         [--device cpu|cuda] [--seed 0] --out DIR [--resume | --overwrite]
 
+Every option but ``--out``, ``--resume``, ``--overwrite`` and ``--no-progress`` is a field of
+:class:`~dynamics.training.config.TrainConfig`: the options are generated from the dataclass (name, type, default,
+help), and the configuration is built back from them field by field, so the two cannot disagree.
+Every value is checked before any data loads or any folder is made. On a terminal a progress bar shows each
+epoch; otherwise one plain line per epoch goes to stdout.
+
 Multi-process: ``torchrun --nproc_per_node 2 -m dynamics train ...`` (data parallel, see
 :mod:`dynamics.training.distributed`).
+
+>>> p = argparse.ArgumentParser(); add_arguments(p)
+>>> cfg = config_from_args(p.parse_args(["--out", "x", "--epochs", "3", "--milestones", "2", "--betas", "0.8", "0.9"]))
+>>> cfg.epochs, cfg.milestones, cfg.betas, cfg.schedule == TrainConfig().schedule
+(3, [2], (0.8, 0.9), True)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
+import sys
+import types
+import typing
+from typing import Any
 
-HELP = "train a model (optionally with the modified framework that enforces alignment) into a run directory"
+from dynamics.cli.validate import arg, output_folder
+from dynamics.training.records import EpochRecord, RunSummary
+from dynamics.training.checkpoint import CheckpointError, load_checkpoint
+from dynamics.training.config import TrainConfig
+from dynamics.training.loop import check_runnable, train
+
+__all__ = ["HELP", "add_arguments", "config_from_args", "run"]
+
+HELP = "train a model (optionally with the modified framework that enforces alignment) into a run folder"
+
+_RUN_OPTIONS = ("out", "resume", "overwrite", "no_progress")
 
 
 def _json_dict(text: str) -> dict:
@@ -26,85 +53,93 @@ def _json_dict(text: str) -> dict:
     return value
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from dynamics.training.config import TrainConfig
+def _optional(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
 
-    d = TrainConfig()
-    p.add_argument("--dataset", default=d.dataset, help="dataset name (mnist, semeion, ...)")
-    p.add_argument("--model", default=d.model, help="model name (dynamics.models.available())")
-    p.add_argument("--model-options", type=_json_dict, default={}, help="JSON options for the model, e.g. "
-                   "'{\"width\": 2}'")
-    p.add_argument("--optimizer", default=d.optimizer, help="sgd | adam | adamw | rmsprop")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global mini-batch size")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--schedule", default=None, help="none | step | cosine (default: step if --milestones else none)")
-    p.add_argument("--milestones", type=int, nargs="*", default=[], help="epochs at which step multiplies lr by gamma")
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--loss", default=d.loss, help="ce | mse")
-    p.add_argument("--augment", action="store_true", help="random crop (padding H/8) during training")
-    p.add_argument("--modified", action="store_true", help="the modified framework A(base)")
-    p.add_argument("--tau", type=int, default=None, help="switch epoch of --modified (default: epochs // 2)")
-    p.add_argument("--features", default="auto", help="feature construction of g: auto | gaussian | random | nnlabel")
-    p.add_argument("--feature-options", type=_json_dict, default={}, help="JSON options of the feature construction")
-    p.add_argument("--g-input", choices=("clean", "augmented"), default="clean",
-                   help="with --augment: g sees the clean training sample (cached, no extra cost; default) or the "
-                   "augmented image (the frozen network re-runs every step)")
-    p.add_argument("--probe-every", type=int, default=0, help="probe the conditions every N epochs (0 = never)")
-    p.add_argument("--probe-size", type=int, default=d.probe_size)
-    p.add_argument("--check-size", type=int, default=d.check_size, help="training points on which the conditions "
-                   "are checked exactly at tau and at the end")
-    p.add_argument("--full-check", action="store_true", help="also check alignment of g on the whole training set "
-                   "(matrix-free LSQR)")
-    p.add_argument("--train-subset", type=int, default=None, help="train on a seeded subset of this many samples")
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default=None, help="data root (default $DYNAMICS_DATA, then ~/.cache/dynamics)")
-    p.add_argument("--out", required=True, help="run directory")
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _field_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
+    """argparse keyword arguments for TrainConfig field ``f`` with resolved type ``hint``."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    help_text = f.metadata.get("help", "")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if default:
+            raise TypeError(f"boolean field {f.name} defaults to True; give it a --no-... option")
+        return {"action": "store_true", "help": help_text}
+    shown = {"help": f"{help_text} (default: {json.dumps(default) if isinstance(default, (dict, list)) else default})"}
+    if origin is dict or hint is dict:
+        return {"type": _json_dict, "default": default, "metavar": "JSON", **shown}
+    if origin is list:
+        return {"type": args[0], "nargs": "*", "default": default, **shown}
+    if origin is tuple:
+        return {"type": args[0], "nargs": len(args), "default": default, **shown}
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return {"type": _optional(inner), "default": default, **shown}
+    return {"type": hint, "default": default, **shown}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`TrainConfig` field (``--weight-decay`` for ``weight_decay``), then the run options."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **_field_kwargs(f, hints[f.name]))
+    p.add_argument("--out", required=True, type=arg(output_folder, "--out"), help="the run folder")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-epoch lines")
 
 
-def config_from_args(args: argparse.Namespace):
-    """The :class:`TrainConfig` the arguments describe."""
-    from dynamics.training.config import TrainConfig
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the arguments describe (field by field; the run options are not part of it)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict(values)
 
-    schedule = args.schedule or ("step" if args.milestones else "none")
-    return TrainConfig(
-        dataset=args.dataset, model=args.model, model_options=args.model_options, optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, epochs=args.epochs, schedule=schedule, milestones=list(args.milestones),
-        gamma=args.gamma, loss=args.loss, augment=args.augment, modified=args.modified, tau=args.tau,
-        features=args.features, feature_options=args.feature_options, probe_every=args.probe_every,
-        probe_size=args.probe_size, check_size=args.check_size, full_check=args.full_check, seed=args.seed,
-        g_input=args.g_input,
-        device=args.device, data_root=args.data_root,
-        train_subset=args.train_subset, eval_every=args.eval_every)
+
+def _print_epoch(rec: EpochRecord) -> None:
+    print(str(rec), flush=True)
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")] if sys.argv[1:2] == ["train"] else []
+    command = "dynamics " + shlex.join(argv) + " --resume" if argv else f"dynamics train ... --out {args.out} --resume"
+    try:
+        epoch = load_checkpoint(args.out / "checkpoints" / "last.pt")["epoch"]
+    except CheckpointError:
+        return f"no checkpoint was written yet; start the run again ({command.replace(' --resume', '')})"
+    return f"the last checkpoint is after epoch {epoch}; continue with: {command}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynamics.training.runner import train
-
     cfg = config_from_args(args)
-    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                    progress=False if args.no_progress else None)
-    if not summary:  # a non-zero rank under torchrun
+    check_runnable(cfg, args.out)
+    on_epoch = None if args.no_progress or sys.stderr.isatty() else _print_epoch
+    try:
+        summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                        progress=False if args.no_progress else None, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        print(f"dynamics train: interrupted; {_resume_hint(args)}", file=sys.stderr)
+        return 130
+    if summary is None:  # a non-zero rank under torchrun
         return 0
-    f = summary["final"]
-    print(f"{args.out}: {summary['status']} after {summary['epochs_completed']} epochs in "
-          f"{summary['wall_time_s']:.1f} s; train loss {f['train_loss']:.4g} acc {f['train_acc']:.4f}, "
-          f"test loss {f['test_loss']:.4g} acc {f['test_acc']:.4f}")
-    for when in ("tau", "end"):
-        c = summary["conditions"][when]
-        if c:
-            print(f"  conditions at {when}: on-model residual {c['on_model_residual']:.2e} "
-                  f"({'holds' if c['on_model_holds'] else 'fails'}), alignment residual "
-                  f"{c['alignment_residual']:.2e} on {c['n_checked']} points "
-                  f"({'holds' if c['alignment_holds'] else 'fails'}); {c['certificate']}")
+    _print_summary(args.out, summary)
     return 0
+
+
+def _print_summary(out: Any, s: RunSummary) -> None:
+    f = s.final
+    print(f"{out}: {s.status} after {s.epochs_completed} epochs in {s.wall_time_s:.1f} s; final (eval mode, whole "
+          f"sets): train loss {f.train_loss:.4g} acc {f.train_acc:.4f}, test loss {f.test_loss:.4g} "
+          f"acc {f.test_acc:.4f}")
+    if s.switch is not None:
+        print(f"  switch at tau={s.switch.tau_effective}: features {s.switch.features}, scale {s.switch.scale:.3g}")
+    for when, c in (("tau", s.conditions_tau), ("end", s.conditions_end)):
+        if c is not None:
+            print(f"  conditions at {when}: on-model residual {c.on_model_residual:.2e} "
+                  f"({'holds' if c.on_model_holds else 'fails'}), alignment residual {c.alignment_residual:.2e} on "
+                  f"{c.n_checked} points ({'holds' if c.alignment_holds else 'fails'}); {c.certificate}")

@@ -47,16 +47,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dynamics.data.catalogue import PAPER_ORDER
 from dynamics.errors import ConfigError
+from dynamics.training.config import TrainConfig
 
-__all__ = ["Preset", "PRESETS", "CPU_MODEL", "PAPER_MODEL", "ALL_DATASETS", "preset_configs",
+__all__ = ["Preset", "PRESETS", "CPU_MODEL", "PAPER_MODEL", "preset_configs",
            "preset_config_dicts", "get_preset", "run_name"]
 
 #: The paper's architecture and the CPU preset's small ResNet (names in :func:`dynamics.models.available`).
 PAPER_MODEL = "preact_resnet18"
 CPU_MODEL = "resnet_small"
-#: The six benchmark datasets, in the paper's order.
-ALL_DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "semeion", "kmnist", "svhn")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Preset:
     epochs_augmented: int = 200
     augment: tuple[bool, ...] = (False, True)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    datasets: tuple[str, ...] = ALL_DATASETS
+    datasets: tuple[str, ...] = PAPER_ORDER
     milestone_fractions: tuple[float, ...] = (0.5, 0.75)
     tau_fraction: float = 0.6
     probe_fraction: float = 0.1
@@ -192,10 +192,10 @@ def preset_config_dicts(preset: str | Preset, datasets: Sequence[str] | None = N
     p = get_preset(preset)
     datasets = list(p.datasets if datasets is None else datasets)
     if isinstance(preset, str) or preset.name in PRESETS:
-        unknown = [d for d in datasets if d not in ALL_DATASETS]
+        unknown = [d for d in datasets if d not in PAPER_ORDER]
         if unknown:
             raise ConfigError(f"unknown dataset(s) {unknown} for preset {p.name!r}; "
-                              f"choose from {', '.join(ALL_DATASETS)}")
+                              f"choose from {', '.join(PAPER_ORDER)}")
     if not datasets:
         raise ConfigError("no datasets selected; pass at least one, e.g. --datasets mnist")
     augment = list(p.augment if augment is None else augment)
@@ -220,13 +220,11 @@ def preset_config_dicts(preset: str | Preset, datasets: Sequence[str] | None = N
 
 def preset_configs(preset: str | Preset, datasets: Sequence[str] | None = None,
                    augment: Sequence[bool] | None = None, seeds: Sequence[int] | None = None,
-                   device: str | None = None, data_root: str | None = None) -> list[tuple[str, Any]]:
+                   device: str | None = None, data_root: str | None = None) -> list[tuple[str, TrainConfig]]:
     """The preset's runs as validated ``(run_name, TrainConfig)`` pairs (see :func:`preset_config_dicts`).
 
     >>> [(n, c.epochs, c.tau) for n, c in preset_configs("cpu", ["semeion"], seeds=[0])]
     [('semeion-noaug-base-seed0', 50, None), ('semeion-noaug-modified-seed0', 50, 30)]
     """
-    from dynamics.training import TrainConfig
-
     return [(name, TrainConfig.from_dict(d).validate())
             for name, d in preset_config_dicts(preset, datasets, augment, seeds, device, data_root)]

@@ -21,19 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from dynamics.data.files import load_dataset
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
 from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
 from dynamics.reproduce.report import FigureWriter, write_report
-from dynamics.reproduce.runs import RunRecord, load_run
 from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
+from dynamics.training.config import LOCATION_FIELDS, TrainConfig
+from dynamics.training.loop import train
+from dynamics.training.records import RunSummary
+from dynamics.training.run_folder import RunRecord, load_run
 
 __all__ = ["reproduce", "plan", "PlannedRun", "RUNS_SUBDIR"]
 
 log = logging.getLogger(__name__)
 
 RUNS_SUBDIR = "runs"
-#: config fields that may differ between a run folder and the plan (where it ran, where the data lives).
-_LOCATION_FIELDS = frozenset({"device", "data_root"})
 
 
 @dataclass
@@ -61,12 +65,12 @@ def _state(path: Path, config: dict[str, Any]) -> str:
     if not (path / "config.json").is_file():
         return "new"
     record = load_run(path)
-    diff = sorted(k for k in set(config) | set(record.config)
-                  if k not in _LOCATION_FIELDS and config.get(k) != record.config.get(k))
+    there = record.config.to_dict()
+    diff = sorted(k for k in set(config) | set(there) if k not in LOCATION_FIELDS and config.get(k) != there.get(k))
     if diff:
         raise RunStateError(
             f"{path} holds a run with a different configuration (fields {diff}: "
-            f"{ {k: record.config.get(k) for k in diff} } there, { {k: config.get(k) for k in diff} } planned); "
+            f"{ {k: there.get(k) for k in diff} } there, { {k: config.get(k) for k in diff} } planned); "
             f"choose another --out folder or delete that run folder")
     if record.finished:
         return "finished"
@@ -86,8 +90,6 @@ def plan(preset: str | Preset, out_dir: str | os.PathLike, datasets: Sequence[st
         ConfigError: unknown preset or dataset, bad seeds.
         RunStateError: a run folder holds a different configuration.
     """
-    from dynamics.training import TrainConfig
-
     runs_dir = Path(out_dir) / RUNS_SUBDIR
     out = []
     for name, cfg in preset_config_dicts(preset, datasets, augment, seeds, device, data_root):
@@ -100,31 +102,26 @@ def plan(preset: str | Preset, out_dir: str | os.PathLike, datasets: Sequence[st
 def _describe(record: RunRecord, with_time: bool = True) -> str:
     final = record.final
     parts = []
-    if final.get("test_acc") is not None:
-        parts.append(f"test error {100 * (1 - float(final['test_acc'])):.2f} %")
-    if final.get("train_loss") is not None:
-        parts.append(f"train loss {float(final['train_loss']):.2e}")
+    if final.test_error_percent is not None:
+        parts.append(f"test error {final.test_error_percent:.2f} %")
+    if final.train_loss is not None:
+        parts.append(f"train loss {final.train_loss:.2e}")
     end = record.condition("end")
-    if end and end.get("alignment_residual") is not None:
-        parts.append(f"r(end) {float(end['alignment_residual']):.1e}")
-    wall = (record.summary or {}).get("wall_time_s")
-    if wall is not None and with_time:
-        parts.append(f"{float(wall):.0f} s")
+    if end is not None:
+        parts.append(f"r(end) {end.alignment_residual:.1e}")
+    if record.summary is not None and with_time:
+        parts.append(f"{record.summary.wall_time_s:.0f} s")
     return ", ".join(parts)
 
 
 def _check_device(devices: set[str], p: Preset) -> None:
     if any(d.startswith("cuda") for d in devices):
-        import torch
-
         if not torch.cuda.is_available():
             raise ConfigError(f"preset {p.name!r} trains on {sorted(devices)} but no CUDA device is visible; pass "
                               f"--device cpu (device='cpu') to train on the CPU, or use --preset cpu")
 
 
 def _check_data(dataset: str, data_root: str | None) -> None:
-    from dynamics.data import load_dataset
-
     load_dataset(dataset, "test", data_root)
 
 
@@ -218,8 +215,6 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     return table
 
 
-def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> dict[str, Any]:
-    from dynamics.training import TrainConfig, train
-
+def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> RunSummary | None:
     config = TrainConfig.from_dict(run.config).validate()
     return train(config, run.path, resume=run.state == "resume", overwrite=run.state == "restart", data=data)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dynamics.reproduce.runs import RunRecord, group_runs
+from dynamics.training.records import FinalMetrics
 
 __all__ = ["COLUMNS_CAPTION", "GroupStats", "ConditionStats", "TableRow", "SkippedDataset", "ReproductionTable",
            "build_table", "test_error_percent", "latex_escape"]
@@ -40,16 +41,13 @@ COLUMNS_CAPTION = (
     "(max over seeds and both checks).")
 
 
-def test_error_percent(final: dict[str, Any]) -> float | None:
-    """Test error in % from a summary's ``final`` metrics: ``100 * (1 - test_acc)``, ``test_acc`` in [0, 1].
+def test_error_percent(final: FinalMetrics) -> float | None:
+    """Test error in % of a run's final metrics (:attr:`FinalMetrics.test_error_percent`).
 
-    >>> test_error_percent({"test_acc": 0.9925})
+    >>> test_error_percent(FinalMetrics(test_acc=0.9925))
     0.75
     """
-    acc = final.get("test_acc")
-    if acc is None:
-        return None
-    return round(100.0 * (1.0 - float(acc)), 10)
+    return final.test_error_percent
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -100,12 +98,11 @@ class GroupStats:
             if not r.finished:
                 unfinished += 1
                 continue
-            err = test_error_percent(r.final)
-            loss = r.final.get("train_loss")
+            err, loss = r.final.test_error_percent, r.final.train_loss
             if err is None or loss is None:
                 unfinished += 1
                 continue
-            seeds.append(r.seed if r.seed is not None else -1)
+            seeds.append(r.seed)
             errs.append(err)
             losses.append(float(loss))
         return cls(seeds, errs, losses, nonfinite, unfinished)
@@ -153,22 +150,16 @@ class ConditionStats:
                 continue
             n += 1
             tau, end = r.condition("tau"), r.condition("end")
-            passed = True
-            certified += all(c is not None and c.get("full_set_certified") is True for c in (tau, end))
+            passed = tau is not None and end is not None and tau.holds and end.holds
+            certified += all(c is not None and c.full_set_certified is True for c in (tau, end))
             for c, bucket in ((tau, r_tau), (end, r_end)):
                 if c is None:
-                    passed = False
                     continue
-                passed = passed and bool(c.get("on_model_holds")) and bool(c.get("alignment_holds"))
-                if c.get("alignment_residual") is not None:
-                    bucket.append(float(c["alignment_residual"]))
-                if c.get("on_model_residual") is not None:
-                    on_model.append(float(c["on_model_residual"]))
-                if c.get("n_checked") is not None:
-                    checked.append(int(c["n_checked"]))
-                method = c.get("certificate_method")
-                if method is not None and str(method) not in methods:
-                    methods.append(str(method))
+                bucket.append(c.alignment_residual)
+                on_model.append(c.on_model_residual)
+                checked.append(c.n_checked)
+                if c.certificate_method is not None and c.certificate_method not in methods:
+                    methods.append(c.certificate_method)
             ok += passed
         return cls(n, ok, _max(r_tau), _max(r_end), _max(on_model), min(checked) if checked else None,
                    certified, methods)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamics.errors import ConfigError
+from dynamics.models import available as available_models
 from dynamics.training.features import FEATURES
 from dynamics.training.optimizers import OPTIMIZERS
 
@@ -163,6 +164,12 @@ class TrainConfig:
         return self.tau if self.tau is not None else max(1, self.epochs // 2)
 
     @property
+    def g_reads_training_cache(self) -> bool:
+        """After the switch, g reads the cached clean training features (no augmentation, or ``g_input="clean"``)
+        instead of recomputing them from the (augmented) batch."""
+        return not self.augment or self.g_input == "clean"
+
+    @property
     def phases(self) -> Phases:
         """The switch schedule (:class:`Phases`) of this configuration."""
         return Phases(self.tau_effective)
@@ -183,6 +190,8 @@ class TrainConfig:
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
 
+        if self.model not in available_models():
+            raise ConfigError(f"unknown model {self.model!r}; valid: {', '.join(available_models())}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(sorted(OPTIMIZERS))}")
         if self.schedule not in SCHEDULES:
