@@ -18,6 +18,7 @@ from dynamics import cli
 from dynamics.cli import data as data_cli
 from dynamics.cli import report as report_cli
 from dynamics.cli import reproduce as reproduce_cli
+from dynamics.cli import train as train_cli
 from dynamics.cli import validate
 from dynamics.cli import verify as verify_cli
 from dynamics.errors import InputError
@@ -39,6 +40,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(report_cli, "discover_runs", _reached)
     monkeypatch.setattr(data_cli, "download", _reached)
     monkeypatch.setattr(data_cli, "load_dataset", _reached)
+    monkeypatch.setattr(train_cli, "train", _reached)
 
 
 def _refused(argv: list[str], capsys, *needles: str) -> str:
@@ -58,12 +60,12 @@ def _passes_validation(argv: list[str]) -> None:
 
 def _out_verbs(out: str) -> list[list[str]]:
     return [["verify", "--out", out], ["report", "somewhere", "--out", out],
-            ["reproduce", "--preset", "cpu", "--out", out]]
+            ["reproduce", "--preset", "cpu", "--out", out], ["train", "--out", out]]
 
 
 # --- --out -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("verb", [0, 1, 2], ids=["verify", "report", "reproduce"])
+@pytest.mark.parametrize("verb", [0, 1, 2, 3], ids=["verify", "report", "reproduce", "train"])
 def test_out_that_is_a_file_is_refused(verb, tmp_path, capsys, no_work):
     f = tmp_path / "a_file"
     f.write_text("x")
@@ -73,20 +75,20 @@ def test_out_that_is_a_file_is_refused(verb, tmp_path, capsys, no_work):
     assert not (tmp_path / "new").exists()  # and validation made nothing
 
 
-@pytest.mark.parametrize("verb", [0, 1, 2], ids=["verify", "report", "reproduce"])
+@pytest.mark.parametrize("verb", [0, 1, 2, 3], ids=["verify", "report", "reproduce", "train"])
 def test_out_below_a_file_is_refused(verb, tmp_path, capsys, no_work):
     f = tmp_path / "a_file"
     f.write_text("x")
     _refused(_out_verbs(str(f / "run"))[verb], capsys, f"lies below {f}, which is a file")
 
 
-@pytest.mark.parametrize("verb", [0, 1, 2], ids=["verify", "report", "reproduce"])
+@pytest.mark.parametrize("verb", [0, 1, 2, 3], ids=["verify", "report", "reproduce", "train"])
 def test_out_under_proc_is_refused(verb, capsys, no_work):
     _refused(_out_verbs("/proc/self/dynamics-run")[verb], capsys, "under /proc", "virtual file system")
     assert not Path("/proc/self/dynamics-run").exists()
 
 
-@pytest.mark.parametrize("verb", [0, 1, 2], ids=["verify", "report", "reproduce"])
+@pytest.mark.parametrize("verb", [0, 1, 2, 3], ids=["verify", "report", "reproduce", "train"])
 def test_out_not_writable_is_refused(verb, tmp_path, capsys, no_work, monkeypatch):
     # Tests may run as root, for whom permission bits do not bind: the permission probe is replaced for the
     # folder under test only; test_out_in_a_read_only_folder_as_a_user checks the real probe.
@@ -157,6 +159,9 @@ def test_cuda_device_without_cuda_is_refused_before_anything_runs(tmp_path, caps
              "argument --device", "sees no CUDA device", "--device cpu")
     assert not out.exists()
     _passes_validation(["reproduce", "--preset", "cpu", "--device", "cpu", "--out", str(out)])  # control
+    _refused(["train", "--device", "cuda", "--out", str(out)], capsys, "sees no CUDA device", "--device cpu")
+    assert not out.exists()
+    _passes_validation(["train", "--device", "cpu", "--out", str(out)])  # control
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
@@ -182,17 +187,19 @@ def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch):
     (["ntk", "--seed", "-1"], "--seed"),
     (["reproduce", "--preset", "cpu", "--seeds", "0,-1"], "--seeds"),
     (["verify", "--seed", str(2**32)], "--seed"),
-], ids=["verify", "ntk", "reproduce", "too-large"])
+    (["train", "--seed", "-1"], "seed"),
+], ids=["verify", "ntk", "reproduce", "too-large", "train"])
 def test_seed_out_of_range_is_refused(argv, option, tmp_path, capsys, no_work):
     out = tmp_path / "o"
     argv = argv + (["--out", str(out)] if argv[0] != "ntk" else [])
-    _refused(argv, capsys, f"argument {option}", "0..4294967295")
+    _refused(argv, capsys, option, "0..4294967295")
     assert not out.exists()
 
 
 def test_seed_in_range_passes(tmp_path, no_work):
     _passes_validation(["verify", "--seed", str(2**32 - 1), "--out", str(tmp_path / "o")])
     _passes_validation(["reproduce", "--preset", "cpu", "--seeds", "0,1", "--out", str(tmp_path / "o")])
+    _passes_validation(["train", "--seed", str(2**32 - 1), "--out", str(tmp_path / "o")])
 
 
 @pytest.mark.parametrize("option,value", [("--n", "0"), ("--k", "-2"), ("--check-samples", "0"),
