@@ -35,14 +35,13 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dynamics.errors import BatchNormModeError, StochasticModelError
+from dynamics.errors import BatchNormModeError
 
-__all__ = ["BN_MODES", "batchnorm_layers", "resolve_bn_mode", "check_deterministic", "prepare_module",
+__all__ = ["BN_MODES", "batchnorm_layers", "resolve_bn_mode", "prepare_module",
            "freeze_batch_statistics"]
 
 BN_MODES = ("eval", "batch", "frozen")
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
-_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 _CHOICES = ("pass bn_mode='eval' (running statistics, the test-time function), 'batch' (statistics of the batch x, "
             "cross-sample terms kept, what a training step sees) or 'frozen' (batch statistics at the current "
@@ -80,16 +79,6 @@ def resolve_bn_mode(model: nn.Module, bn_mode: Optional[str]) -> Optional[str]:
                     f"bn_mode='eval' needs running statistics, but {type(m).__name__} '{name}' has none "
                     f"(track_running_stats=False); use bn_mode='batch' or 'frozen'")
     return bn_mode
-
-
-def check_deterministic(model: nn.Module) -> None:
-    """Refuse models that are random in their current mode (Dropout in training mode)."""
-    for name, m in model.named_modules():
-        if isinstance(m, _DROPOUT_TYPES) and m.training and m.p > 0:
-            raise StochasticModelError(
-                f"{type(m).__name__} '{name}' is in training mode with p={m.p}: the network is a random function "
-                f"and its Jacobian is not defined. Call model.eval() first (then pass bn_mode='batch' or 'frozen' "
-                f"if you want batch statistics for BatchNorm)")
 
 
 def prepare_module(model: nn.Module, bn_mode: Optional[str], dtype: Optional[torch.dtype]) -> nn.Module:

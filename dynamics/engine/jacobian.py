@@ -31,10 +31,12 @@ import torch
 from torch import nn
 from torch.func import jacrev, jvp, vjp, vmap
 
+from dynamics.engine.forward_mode import forward_mode_refusal, reverse_jvp
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
 from dynamics.engine.stacked import StackedFunction
 from dynamics.errors import InputError, MemoryBudgetError
+from dynamics.inputs import as_vectors
 
 __all__ = ["jacobian", "JacobianOperator", "DEFAULT_MEMORY_BUDGET", "jacobian_rows"]
 
@@ -156,6 +158,7 @@ class JacobianOperator:
             batch_size = int(max(1, min(sf.n, (self.memory_budget - 2 * sf.p * sf.itemsize) // per_sample)))
         self.batch_size = batch_size
         self._blocks = sf.sample_blocks(batch_size)
+        self._forward_mode: Optional[bool] = None  # decided at the first product
 
     # ------------------------------------------------------------------ facts
     @property
@@ -209,16 +212,7 @@ class JacobianOperator:
 
     # ------------------------------------------------------------------ products
     def _matrix(self, v, rows: int, what: str) -> tuple[torch.Tensor, bool]:
-        if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
-        if not isinstance(v, torch.Tensor):
-            raise InputError(f"{what} must be a tensor or numpy array, got {type(v).__name__}")
-        vector = v.dim() == 1
-        if vector:
-            v = v[:, None]
-        if v.dim() != 2 or v.shape[0] != rows:
-            raise InputError(f"{what} must have shape ({rows},) or ({rows}, m), got {tuple(v.shape)}")
-        return v.to(dtype=self.dtype, device=self.device), vector
+        return as_vectors(v, rows, what, self.dtype, self.device)
 
     def _chunk(self, m: int, per_col_numel: float) -> int:
         return int(max(1, min(m, self.memory_budget // max(self._sf.itemsize * per_col_numel, 1))))
@@ -230,12 +224,16 @@ class JacobianOperator:
         m = V.shape[1]
         tangents = sf.unflatten(V.T.contiguous())  # name -> (m, *shape)
         out = torch.empty(sf.n * sf.k, m, dtype=self.dtype, device=self.device)
+        if self._forward_mode is None:
+            self._forward_mode = not forward_mode_refusal(sf)
         with exact_matmul():
             for sl in self._blocks:
                 fb = sf.block_function(sl)
 
                 def one(t, fb=fb):
-                    return jvp(fb, (sf.theta,), (t,))[1]
+                    if self._forward_mode:
+                        return jvp(fb, (sf.theta,), (t,))[1]
+                    return reverse_jvp(fb, sf.theta, t)  # no forward-mode derivative: reverse over reverse
 
                 B = sl.stop - sl.start
                 chunk = self._chunk(m, 3 * sf.activation_numel * B / sf.n + B * sf.k)

@@ -50,6 +50,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from dynamics.engine.forward_mode import forward_mode_refusal
 from dynamics.engine.jacobian import DEFAULT_MEMORY_BUDGET
 from dynamics.engine.ntk_contraction import ntk_jacobian, ntk_ntvp
 from dynamics.engine.ntk_plan import METHODS, plan_method
@@ -57,8 +58,9 @@ from dynamics.engine.layer_probe import probe_structure
 from dynamics.engine.ntk_by_layer import ntk_structured
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
-from dynamics.engine.stacked import StackedFunction, as_batch
+from dynamics.engine.stacked import StackedFunction
 from dynamics.errors import InputError, MemoryBudgetError, MethodError
+from dynamics.inputs import as_batch, pair_dtype_notice
 
 __all__ = ["ntk", "NTKInfo", "ntk_plans"]
 
@@ -140,6 +142,7 @@ def _prepare(model, x1, x2, params, bn_mode, dtype):
     sf1 = StackedFunction(model, x1, params, bn_mode, dtype)
     if x2 is None:
         return sf1, sf1, True
+    pair_dtype_notice(x1, x2, sf1.dtype)
     x2t = as_batch(x2, sf1.dtype, sf1.device, what="x2")
     if tuple(x2t.shape[1:]) != tuple(sf1.x.shape[1:]):
         raise InputError(f"x1 and x2 must have the same feature shape: x1 has shape {tuple(sf1.x.shape)} "
@@ -196,10 +199,20 @@ def ntk(model: nn.Module, x1, x2=None, params: ParamSpec = None, bn_mode: Option
         if not feasible:
             raise _budget_error(plans.values(), memory_budget, k_bytes)
         plan = min(feasible, key=lambda p: p.flops)
+        if plan.method == "ntvp" and forward_mode_refusal(sf1):  # auto never picks a method that cannot run
+            plans["ntvp"].feasible, plans["ntvp"].flops = False, float("inf")
+            feasible.remove(plan)
+            if not feasible:
+                raise _budget_error([p for p in plans.values() if p.method != "ntvp"], memory_budget, k_bytes)
+            plan = min(feasible, key=lambda p: p.flops)
     else:
         plan = plans[method]
         if not plan.feasible:
             raise _budget_error([plan], memory_budget, k_bytes)
+        why = forward_mode_refusal(sf1) if method == "ntvp" else ""
+        if why:
+            raise MethodError(f"method='ntvp' needs forward-mode derivatives, but {why}; use method='jacobian', "
+                              f"'structured' or 'auto' (reverse mode only)")
     Kf = torch.zeros(n1, k, n2, k, dtype=sf1.dtype, device=sf1.device)
     with exact_matmul():
         if plan.method == "jacobian":

@@ -23,43 +23,18 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from dynamics.engine.batchnorm import check_deterministic, freeze_batch_statistics, prepare_module, resolve_bn_mode
+from dynamics.engine.attention import differentiable_attention
+from dynamics.engine.batchnorm import freeze_batch_statistics, prepare_module, resolve_bn_mode
 from dynamics.engine.parameters import ParamSpec, select_parameters
-from dynamics.engine.precision import resolve_dtype
-from dynamics.errors import InputError
+from dynamics.engine.randomness import check_deterministic
+from dynamics.errors import BatchNormModeError, InputError, StochasticModelError
+from dynamics.inputs import as_batch, compute_dtype
 
-__all__ = ["StackedFunction", "as_batch"]
-
-
-def as_batch(x, dtype: torch.dtype, device: torch.device, what: str = "x") -> torch.Tensor:
-    """Validate a batch of inputs (first dimension = samples) and move it to ``dtype``/``device``.
-
-    Floating inputs are cast to the compute dtype; integer inputs (token ids, indices) are kept as they are.
-    """
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{what} must be a torch.Tensor (or numpy array) with samples along dimension 0, "
-                         f"got {type(x).__name__}")
-    if x.dim() == 0:
-        raise InputError(f"{what} is a scalar; pass a batch with samples along dimension 0, e.g. {what}[None]")
-    if x.shape[0] == 0:
-        raise InputError(f"{what} is empty (shape {tuple(x.shape)}): pass at least one sample")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise InputError(f"{what} has dtype {x.dtype}; pass real floating inputs (or integer indices)")
-    if x.is_floating_point():
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise InputError(f"{what} contains {bad} non-finite values (NaN or inf); clean the data first")
-        x = x.to(device=device, dtype=dtype)
-    else:
-        x = x.to(device=device)
-    return x
+__all__ = ["StackedFunction"]
 
 
 class StackedFunction:
@@ -83,18 +58,18 @@ class StackedFunction:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         selected = select_parameters(model, params)
-        check_deterministic(model)
         self.bn_mode = resolve_bn_mode(model, bn_mode)
-        self.dtype = resolve_dtype(model, dtype)
+        self.dtype = compute_dtype(model, dtype)
         first = next(model.parameters())
         self.device = first.device
         self.x = as_batch(x, self.dtype, self.device)
         self.module = prepare_module(model, self.bn_mode, self.dtype if dtype is not None else None)
         if self.bn_mode == "frozen":
-            try:
-                freeze_batch_statistics(self.module, self.x)
+            try:  # the user's random generators are not advanced by this private pass
+                with torch.random.fork_rng(devices=self._cuda_devices()), differentiable_attention():
+                    freeze_batch_statistics(self.module, self.x)
             except Exception as exc:  # report a shape problem before the statistics are the issue
-                raise _forward_error(self.x, exc) from exc
+                raise _forward_error(self.x, exc, self.bn_mode) from exc
         own = dict(self.module.named_parameters())
         self.names = [name for name, _ in selected]
         self.theta = {name: own[name].detach() for name in self.names}
@@ -116,20 +91,30 @@ class StackedFunction:
         self.k = out.shape[1]
         self.outputs = out
 
+    def _cuda_devices(self) -> list[int]:
+        return [self.device.index or 0] if self.device.type == "cuda" else []
+
     # ------------------------------------------------------------------ evaluation
     def _probe_forward(self) -> torch.Tensor:
-        count = [0]
+        """One forward pass that sizes the activations, refuses random networks and checks the output."""
+        count, passes = [0], [0]
 
         def hook(mod, inp, out):
-            if isinstance(out, torch.Tensor):
+            if isinstance(out, torch.Tensor) and passes[0] == 1:
                 count[0] += out.numel()
+
+        def forward():
+            passes[0] += 1
+            return self.call(self.theta, raw=True)
 
         handles = [m.register_forward_hook(hook) for m in self.module.modules()]
         try:
             with torch.no_grad():
-                raw = functional_call(self.module, self.theta, (self.x,))
+                raw = check_deterministic(self.module, forward)
+        except StochasticModelError:
+            raise
         except Exception as exc:
-            raise _forward_error(self.x, exc) from exc
+            raise _forward_error(self.x, exc, self.bn_mode) from exc
         finally:
             for h in handles:
                 h.remove()
@@ -145,19 +130,22 @@ class StackedFunction:
             raise InputError("the model output at the given parameters contains NaN or inf")
         return out.detach()
 
-    def call(self, theta: dict[str, torch.Tensor], x: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def call(self, theta: dict[str, torch.Tensor], x: Optional[torch.Tensor] = None, *,
+             raw: bool = False) -> torch.Tensor:
         """Outputs (B, k) at parameters ``theta`` (selected names only) on ``x`` (default: all of self.x).
 
-        A pure function of ``theta``, safe under ``torch.func`` transforms. In ``"batch"`` mode ``x`` must be
-        the full batch (the function of a sub-batch would be a different function).
+        A pure function of ``theta``, safe under ``torch.func`` transforms; attention runs through its
+        differentiable kernels (:mod:`dynamics.engine.attention`). In ``"batch"`` mode ``x`` must be the full
+        batch (the function of a sub-batch would be a different function). ``raw``: the model's output as is.
         """
         if x is None:
             x = self.x
         elif not self.per_sample and x is not self.x:
             raise InputError("bn_mode='batch' defines a function of the whole batch; it cannot be evaluated "
                              "on a sub-batch")
-        out = functional_call(self.module, theta, (x,))
-        return out.reshape(out.shape[0], -1)
+        with differentiable_attention():
+            out = functional_call(self.module, theta, (x,))
+        return out if raw else out.reshape(out.shape[0], -1)
 
     def evaluate(self, theta: dict[str, torch.Tensor], x: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The stacked outputs f_X as a flat (B·k,) vector, sample-major."""
@@ -202,7 +190,16 @@ class StackedFunction:
         return torch.empty((), dtype=self.dtype).element_size()
 
 
-def _forward_error(x: torch.Tensor, exc: Exception) -> InputError:
+def _forward_error(x: torch.Tensor, exc: Exception, bn_mode: Optional[str]) -> InputError:
+    if bn_mode in ("batch", "frozen") and x.shape[0] == 1 and "more than 1 value per channel" in str(exc):
+        return BatchNormModeError(
+            f"bn_mode={bn_mode!r} normalises with the statistics of the batch x, and batch statistics need at "
+            f"least 2 samples per channel; x has 1 sample. Pass n >= 2 samples, or bn_mode='eval' (running "
+            f"statistics)")
+    if not x.is_floating_point():
+        return InputError(
+            f"model(x) failed for x of dtype {x.dtype} (integer inputs are kept as integers, for embedding "
+            f"layers): {type(exc).__name__}: {exc}. If the model expects real features, pass x.float()")
     return InputError(f"model(x) failed for x of shape {tuple(x.shape)} and dtype {x.dtype}: "
                       f"{type(exc).__name__}: {exc}. Check that x is a batch (samples along dimension 0) with the "
                       f"feature shape the model expects")
