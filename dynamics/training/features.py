@@ -1,31 +1,32 @@
-"""Feature constructions φ for the modified framework's g(x; ζ) = ζᵀ φ(h(x)), and their alignment certificates.
+"""Feature constructions φ for the modified framework's g(x; ζ) = ζᵀ φ(h(x)), and their certificates.
 
-Each construction is an ``nn.Module`` whose ``fit(h_train, y_train, num_classes)`` stores what it needs as
-buffers (so ``state_dict`` reproduces it) and whose ``forward(h)`` maps a frozen representation h (B, d) to
-features (B, m). ``certify(h_train, y_train)`` proves or checks that the targets lie in the column space of g's
-Jacobian on the training set.
+Each construction is an ``nn.Module``: ``fit(h_train, y_train, num_classes)`` stores what it needs as buffers (so
+``state_dict`` reproduces it), ``raw(h)`` maps a frozen representation h (B, d) to unscaled features (B, m),
+``forward(h) = scale · raw(h)``, and ``certify_and_rows(h_train, y_train)`` returns the :class:`FeatureCertificate`
+(vec(Y) ∈ Col J_g on the WHOLE training set, with a proven lower bound on σ_min(Φ) where one exists) and Φ on the
+training set as :class:`~dynamics.training.sparse_rows.SparseRows` (what training reads).
 
-Why the certificate is about Φ only. g is linear in ζ ∈ R^{m×k}: g(x_i)_c = Σ_a φ_a(x_i) ζ_{a c}. With sample-major
-rows, the Jacobian of (g(x_1), …, g(x_n)) in ζ is Φ ⊗ I_k up to a column permutation (Φ = φ(h_train), n × m), so
-vec(Y) ∈ Col J_g iff every column of Y ∈ Col Φ, which holds when rank Φ = n. The model f̃ = f + g has J_f̃ =
-[J_f, J_g], so Col J_f̃ ⊇ Col J_g ∋ vec(Y) at EVERY θ: alignment of f̃ follows from alignment of g alone.
+Why the certificate is about Φ only. g is linear in ζ ∈ R^{m×k}: the Jacobian of (g(x_1), …, g(x_n)) in ζ is
+Φ ⊗ I_k up to a column permutation (Φ = φ(h_train), n × m), so vec(Y) ∈ Col J_g iff every column of Y ∈ Col Φ,
+which holds when Φ has rank n. J_f̃ = [J_f, J_g], so alignment of f̃ then holds at EVERY θ.
 
 Constructions (``FEATURES``):
 
-* ``gaussian`` (``auto`` while n ≤ 14 142): φ_j(h) = c·exp(−‖h − h_j‖² / (2σ²)), centred at all n training representations. The Gaussian
-  kernel is strictly positive definite on distinct points, so Φ (n × n) has full rank n once the h_j are distinct:
-  an exact argument, checked by an exact distinctness test; λ_min(Φ) in float64 is reported (on all points up to
-  ``exact_limit``, else on a random subset, which only bounds it from above by interlacing).
-* ``random``: φ(h) = c·relu(W ĥ + b)/√m with m ≥ 2n Gaussian random features of the standardised representation.
-  Full rank is checked numerically (λ_min(ΦΦᵀ)/λ_max > n·ε in float64), not proved.
-* ``nnlabel`` (``auto`` beyond): φ(h) = c·onehot(label of the nearest training representation) (m = k). On distinct training
-  points each is its own nearest neighbour, so Φ = onehot(Y) and Y = Φ·I ∈ Col Φ exactly, with only k² parameters.
+* ``gaussian`` (what ``auto`` means, at every n): φ_j(h) = exp(−‖z − z_j‖²/(2σ²)), set to 0 below ``threshold``,
+  z = the representation standardised per coordinate, centred at the n_u distinct training points;
+  σ = ``bandwidth`` × the median nearest-neighbour distance of the z_j. Certificate: exact distinctness and the
+  proven bound of :mod:`dynamics.training.kernel_bound` (all points, streamed in blocks).
+* ``random``: φ(h) = relu(W z + b)/√m, m = ``width_factor`` × n ≥ n random features of z. Certificate:
+  numerical rank of Φ on all points when n ≤ ``exact_limit`` (float64 eigenvalues, not a proof), else none.
+* ``nnlabel``: φ(h) = onehot(label of the nearest training representation). A CONTROL, "alignment by label
+  leakage": Φ = onehot(Y) on the training set whatever the network, so it certifies nothing about f.
 
 >>> g = torch.Generator().manual_seed(0)
 >>> h, y = torch.randn(20, 3, generator=g), torch.randint(0, 2, (20,), generator=g)
 >>> fm = GaussianKernelFeatures().fit(h, y, num_classes=2)
->>> fm(h).shape, fm.certify(h, y).holds
-(torch.Size([20, 20]), True)
+>>> cert, rows = fm.certify_and_rows(h, y)
+>>> fm(h).shape, cert.holds, rows.n
+(torch.Size([20, 20]), True, 20)
 """
 
 from __future__ import annotations
@@ -35,39 +36,49 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import nn
 
 from dynamics.errors import InputError
+from dynamics.training.kernel_bound import gaussian_kernel_bound
+from dynamics.training.sparse_rows import SparseRows
 
-__all__ = ["Certificate", "FeatureMap", "GaussianKernelFeatures", "RandomReLUFeatures", "NearestLabelFeatures",
-           "FEATURES", "make_features", "group_duplicates"]
+__all__ = ["FeatureCertificate", "FeatureMap", "GaussianKernelFeatures", "RandomReLUFeatures",
+           "NearestLabelFeatures", "FEATURES", "LABEL_LEAKAGE", "make_features", "group_duplicates",
+           "conflicting_duplicates"]
+
+#: the name under which ``nnlabel`` is recorded and warned about
+LABEL_LEAKAGE = "alignment by label leakage"
 
 
 @dataclass
-class Certificate:
-    """How (and whether) vec(Y) ∈ Col J_g was established on the training set."""
+class FeatureCertificate:
+    """How (and whether) vec(Y) ∈ Col J_g was established on the whole training set.
+
+    ``method``: ``"proven"`` (a lower bound on σ_min(Φ) > 0 proven on all points, float error included),
+    ``"numerical"`` (rank within a float tolerance, not a proof), ``"label leakage"`` (Φ = onehot(Y)).
+    ``sigma_min_lower``: a proven lower bound on σ_min(Φ) over the distinct points (None when none is proven);
+    the run certificate needs it.
+    """
 
     holds: bool
-    method: str  # "exact" (a proof checked on the data) or "numerical" (rank within a tolerance)
+    method: str
     text: str
     n: int
     n_distinct: int
-    lambda_min: float | None = None
-    lambda_max: float | None = None
-    n_eig: int | None = None  # points the eigenvalue was computed on
+    sigma_min_lower: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureCertificate":
+        return cls(**d)
+
     def __str__(self) -> str:
         return f"alignment of g {'CERTIFIED' if self.holds else 'NOT certified'} ({self.method}): {self.text}"
-
-
-#: kernel values below this are set to 0 (float32 subnormals start at 1.2e-38). The certificate computes λ_min of
-#: the thresholded matrix, which differs from the exact Gaussian one by at most n·TINY in spectral norm.
-TINY = 1e-30
 
 
 def group_duplicates(h: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
@@ -76,24 +87,33 @@ def group_duplicates(h: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     >>> group_duplicates(torch.tensor([[0.], [0.], [1.]]), torch.tensor([0, 1, 1]))
     (2, 1)
     """
-    _, inverse = torch.unique(h, dim=0, return_inverse=True)
+    _, inverse = torch.unique(h.flatten(1), dim=0, return_inverse=True)
     n_distinct = int(inverse.max()) + 1 if len(inverse) else 0
     pairs = torch.unique(torch.stack([inverse, y.to(inverse.dtype)], 1), dim=0)
     conflicting = int((torch.bincount(pairs[:, 0], minlength=n_distinct) > 1).sum())
     return n_distinct, conflicting
 
 
+def conflicting_duplicates(x: torch.Tensor, y: torch.Tensor, limit: int = 10) -> list[list[int]]:
+    """Groups of indices (at most ``limit``) of identical rows of ``x`` that carry different labels.
+
+    >>> conflicting_duplicates(torch.tensor([[0.], [1.], [0.], [1.]]), torch.tensor([0, 1, 1, 1]))
+    [[0, 2]]
+    """
+    _, inverse = torch.unique(x.flatten(1), dim=0, return_inverse=True)
+    out = []
+    for g in torch.unique(inverse):
+        idx = torch.nonzero(inverse == g).flatten()
+        if len(idx) > 1 and len(torch.unique(y[idx])) > 1:
+            out.append(idx.tolist())
+            if len(out) >= limit:
+                break
+    return out
+
+
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     d = (a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)[None]
     return d.clamp_min_(0)
-
-
-def _smallest_eig(gram: np.ndarray) -> tuple[float, float]:
-    import scipy.linalg
-
-    lo = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[0, 0])[0]
-    hi = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[len(gram) - 1, len(gram) - 1])[0]
-    return float(lo), float(hi)
 
 
 class FeatureMap(nn.Module):
@@ -117,89 +137,141 @@ class FeatureMap(nn.Module):
     def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "FeatureMap":  # pragma: no cover
         raise NotImplementedError
 
-    def _phi(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def raw(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Unscaled features (B, m) of representations ``h`` (B, d)."""
         raise NotImplementedError
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Features (B, m) of representations ``h`` (B, d), times ``scale``."""
-        return self._phi(h) * self.scale
+        return self.raw(h) * self.scale
 
-    def _eig_subset(self, n: int) -> torch.Tensor:
-        if n <= self.exact_limit:
-            return torch.arange(n)
-        g = torch.Generator().manual_seed(self.seed + 1)
-        return torch.randperm(n, generator=g)[: self.exact_limit].sort().values
-
-    def _check_inputs(self, h: torch.Tensor, y: torch.Tensor) -> None:
+    def check_inputs(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        """Raise :class:`InputError` on a malformed or non-finite representation."""
         if h.dim() != 2 or y.dim() != 1 or len(h) != len(y):
             raise InputError(f"fit/certify need h (n, d) and y (n,), got {tuple(h.shape)} and {tuple(y.shape)}")
         if not torch.isfinite(h).all():
-            raise InputError("the frozen representation contains NaN/inf; the switch needs finite features")
+            bad = torch.nonzero(~torch.isfinite(h).all(1)).flatten()[:10].tolist()
+            raise InputError(f"the frozen representation contains NaN/inf (training points {bad}, ...); the "
+                             "network diverged before the switch: lower the learning rate or switch earlier")
 
-    def certify(self, h: torch.Tensor, y: torch.Tensor) -> Certificate:  # pragma: no cover - abstract
+    def training_rows(self, h: torch.Tensor) -> SparseRows:
+        """Unscaled Φ on the training set (n rows), for the training cache (dense, computed in chunks)."""
+        return SparseRows.from_dense(torch.cat([self.raw(h[s:s + 512]) for s in range(0, len(h), 512)]))
+
+    def certify_and_rows(self, h: torch.Tensor, y: torch.Tensor) -> tuple[FeatureCertificate, SparseRows]:
+        """The certificate on all n training points and the unscaled training rows."""
+        return self.certify(h, y), self.training_rows(h)
+
+    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-class GaussianKernelFeatures(FeatureMap):
-    """Gaussian kernel centred at every training representation; σ = ``bandwidth`` × median NN distance.
+class _Standardise(FeatureMap):
+    """Holds per-coordinate ``mean`` and ``std`` of the training representation: z = (h − mean)/std."""
 
-    The default bandwidth 0.25 keeps Φ well conditioned (λ_min(Φ) ≈ 0.2–0.6 on MNIST/Semeion ResNet features), so
-    phase 2 fits the training set quickly and LSQR certifies the full set in a few iterations; see docs/framework.md.
+    def __init__(self, exact_limit: int = 3000, seed: int = 0) -> None:
+        super().__init__(exact_limit, seed)
+        self.register_buffer("mean", torch.zeros(0))
+        self.register_buffer("std", torch.ones(0))
+
+    def fit_standardiser(self, h: torch.Tensor) -> torch.Tensor:
+        h = h.detach().float()
+        self.mean, std = h.mean(0), h.std(0)
+        # dead coordinates (std ~ 0) must not blow up: floor at 1 % of the median coordinate's spread
+        self.std = std.clamp_min(max(float(std.median()) * 1e-2, 1e-12))
+        return self.standardise(h)
+
+    def standardise(self, h: torch.Tensor) -> torch.Tensor:
+        return (h - self.mean) / self.std
+
+
+class GaussianKernelFeatures(_Standardise):
+    """Thresholded Gaussian kernel on the standardised representation, centred at the distinct training points.
+
+    σ = ``bandwidth`` × median nearest-neighbour distance (data-scaled); entries below ``threshold`` are 0, which
+    makes Φ sparse (the training cache is local) and is part of the certified matrix.
     """
 
     name = "gaussian"
 
-    def __init__(self, bandwidth: float = 0.25, exact_limit: int = 3000, seed: int = 0) -> None:
+    def __init__(self, bandwidth: float = 0.5, threshold: float = 1e-5, max_block: int = 2048,
+                 exact_limit: int = 3000, seed: int = 0) -> None:
         super().__init__(exact_limit, seed)
-        self.bandwidth = float(bandwidth)
+        if not (isinstance(bandwidth, (int, float)) and bandwidth > 0 and math.isfinite(bandwidth)):
+            raise InputError(f"bandwidth must be a finite number > 0 (a multiple of the median nearest-neighbour "
+                             f"distance), got {bandwidth!r}")
+        if not 0 < threshold < 1:
+            raise InputError(f"threshold must lie in (0, 1), got {threshold!r}")
+        self.bandwidth, self.threshold, self.max_block = float(bandwidth), float(threshold), int(max_block)
         self.register_buffer("centres", torch.zeros(0, 0))
         self.register_buffer("sigma", torch.ones(()))
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "bandwidth": self.bandwidth}
+        return {**super().options(), "bandwidth": self.bandwidth, "threshold": self.threshold,
+                "max_block": self.max_block}
 
     @property
     def out_dim(self) -> int:
         return self.centres.shape[0]
 
     def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "GaussianKernelFeatures":
-        self._check_inputs(h, y)
-        h = h.detach().float()
-        self.centres = h.clone()
-        q = self._eig_subset(len(h))[:1000]
-        d2 = _sq_dist(h[q].double(), h.double())
-        d2[torch.arange(len(q)), q] = float("inf")  # exclude each query point itself
+        self.check_inputs(h, y)
+        z = self.fit_standardiser(h)
+        self.centres = torch.unique(z, dim=0)
+        g = torch.Generator().manual_seed(self.seed + 1)
+        q = torch.randperm(len(self.centres), generator=g)[:2000]
+        c64 = self.centres.double()
+        d2 = torch.cat([_sq_dist(c64[q[s:s + 256]], c64) for s in range(0, len(q), 256)])
+        d2[torch.arange(len(q)), q] = math.inf  # exclude each query point itself
         nn_d = d2.min(1).values.sqrt()
         nn_d = nn_d[torch.isfinite(nn_d) & (nn_d > 0)]
         med = float(nn_d.median()) if len(nn_d) else 1.0
         self.sigma = torch.tensor(max(med, 1e-12) * self.bandwidth, dtype=torch.float32)
         return self
 
-    def _phi(self, h: torch.Tensor) -> torch.Tensor:
-        k = torch.exp(_sq_dist(h, self.centres) / (-2.0 * self.sigma**2))
-        return k.masked_fill(k < TINY, 0.0)  # no subnormal floats: they make CPU matmuls many times slower
+    def raw(self, h: torch.Tensor) -> torch.Tensor:
+        k = torch.exp(_sq_dist(self.standardise(h), self.centres) / (-2.0 * self.sigma ** 2))
+        return k.masked_fill(k < self.threshold, 0.0)
 
-    def certify(self, h: torch.Tensor, y: torch.Tensor) -> Certificate:
-        self._check_inputs(h, y)
+    def _distinct(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.standardise(h.float())
+        zu, row_of = torch.unique(z, dim=0, return_inverse=True)
+        if len(zu) != len(self.centres) or not torch.equal(zu, self.centres):
+            raise InputError("certify/training_rows need the training representation the map was fitted on")
+        return zu, row_of
+
+    def training_rows(self, h: torch.Tensor) -> SparseRows:
+        zu, row_of = self._distinct(h)
+        _, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block, certify=False)
+        return SparseRows(rows.crow, rows.col, rows.val, rows.n_cols, row_of)
+
+    def certify_and_rows(self, h: torch.Tensor, y: torch.Tensor) -> tuple[FeatureCertificate, SparseRows]:
+        self.check_inputs(h, y)
         n = len(h)
-        n_distinct, conflicting = group_duplicates(h, y)
+        n_distinct, conflicting = group_duplicates(self.standardise(h.float()), y)
         if conflicting:
-            return Certificate(False, "exact", f"{conflicting} groups of identical representations carry different "
-                               "labels: no function of this representation fits them", n, n_distinct)
-        sub = self._eig_subset(n_distinct if n_distinct == n else n)
-        hs = torch.unique(h[sub].double(), dim=0)
-        gram = torch.exp(_sq_dist(hs, hs) / (-2.0 * float(self.sigma) ** 2))
-        gram = gram.masked_fill(gram < TINY, 0.0).numpy()
-        lo, hi = _smallest_eig(gram)
-        where = "all" if len(sub) == n else f"a random subset of {len(hs)} (an upper bound by interlacing) of"
-        dup = "" if n_distinct == n else f" ({n - n_distinct} duplicates with consistent labels)"
-        text = (f"gaussian kernel on {n_distinct} distinct points of {n}{dup} is strictly positive definite, so "
-                f"rank Φ covers every target; λ_min(Φ)={lo:.3e} (float64, on {where} the points, λ_max={hi:.3e}, "
-                f"σ={float(self.sigma):.4g})")
-        return Certificate(lo > 0, "exact", text, n, n_distinct, lo, hi, len(hs))
+            raise InputError(f"{conflicting} groups of identical training representations carry different labels: "
+                             "no function of this representation fits them (the framework uses the input too "
+                             "when the representation merges points, so the INPUTS are duplicated)")
+        zu, row_of = self._distinct(h)
+        bound, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block)
+        rows = SparseRows(rows.crow, rows.col, rows.val, rows.n_cols, row_of)
+        dup = "" if n_distinct == n else f" ({n - n_distinct} duplicates with consistent labels share rows)"
+        text = (f"thresholded gaussian kernel on all {n_distinct} distinct points of {n}{dup}: proven "
+                f"σ_min(Φ) ≥ {bound.lambda_lower:.3e} = block λ_min ≥ {bound.block_lambda_lower:.3e} − coupling "
+                f"≤ {bound.coupling_upper:.3e} − float/threshold error ≤ {bound.perturbation_upper:.1e} "
+                f"({bound.n_blocks} blocks of ≤ {bound.max_block}; σ={float(self.sigma):.4g}, t={self.threshold:g}, "
+                f"{bound.nnz_per_row:.1f} non-zeros per row)")
+        if not bound.holds:
+            text += ": NOT certified (points too close for float32, or the bandwidth too wide for this bound)"
+        return FeatureCertificate(bound.holds, "proven", text, n, n_distinct,
+                                  bound.lambda_lower if bound.holds else None, {"bound": bound.to_dict()}), rows
+
+    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:
+        return self.certify_and_rows(h, y)[0]
 
 
-class RandomReLUFeatures(FeatureMap):
+class RandomReLUFeatures(_Standardise):
     """m random ReLU features of the standardised representation (m = ``width_factor`` × n, at least ``min_width``)."""
 
     name = "random"
@@ -207,9 +279,11 @@ class RandomReLUFeatures(FeatureMap):
     def __init__(self, width_factor: float = 2.0, min_width: int = 256, exact_limit: int = 3000,
                  seed: int = 0) -> None:
         super().__init__(exact_limit, seed)
+        if not width_factor >= 1:
+            raise InputError(f"width_factor must be >= 1 (m >= n features), got {width_factor!r}")
         self.width_factor, self.min_width = float(width_factor), int(min_width)
-        for name in ("mean", "std", "weight", "bias"):
-            self.register_buffer(name, torch.zeros(0))
+        self.register_buffer("weight", torch.zeros(0, 0))
+        self.register_buffer("bias", torch.zeros(0))
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "width_factor": self.width_factor, "min_width": self.min_width}
@@ -219,40 +293,38 @@ class RandomReLUFeatures(FeatureMap):
         return self.weight.shape[0]
 
     def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "RandomReLUFeatures":
-        self._check_inputs(h, y)
-        h = h.detach().float()
-        n, d = h.shape
+        self.check_inputs(h, y)
+        z = self.fit_standardiser(h)
+        n, d = z.shape
         m = max(self.min_width, int(math.ceil(self.width_factor * n)))
         g = torch.Generator().manual_seed(self.seed)
-        self.mean, self.std = h.mean(0), h.std(0).clamp_min(1e-6)
         self.weight = torch.randn(m, d, generator=g) / math.sqrt(d)
         self.bias = torch.randn(m, generator=g)
         return self
 
-    def _phi(self, h: torch.Tensor) -> torch.Tensor:
-        z = (h - self.mean) / self.std
-        return torch.relu(z @ self.weight.T + self.bias) / math.sqrt(self.weight.shape[0])
+    def raw(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.standardise(h) @ self.weight.T + self.bias) / math.sqrt(self.weight.shape[0])
 
-    def certify(self, h: torch.Tensor, y: torch.Tensor) -> Certificate:
-        self._check_inputs(h, y)
+    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:
+        self.check_inputs(h, y)
         n = len(h)
         n_distinct, conflicting = group_duplicates(h, y)
-        sub = self._eig_subset(n)
-        phi = self._phi(h[sub].float()).double()
-        lo, hi = _smallest_eig((phi @ phi.T).numpy())
-        tol = len(sub) * np.finfo(np.float64).eps * hi
-        full_rank = lo > tol
-        holds = full_rank and len(sub) == n and not conflicting
-        where = "all" if len(sub) == n else f"a random subset of {len(sub)} of"
-        text = (f"random ReLU features (m={self.out_dim}): numerical rank of Φ on {where} the {n} points is "
-                f"{'full' if full_rank else 'deficient'}: λ_min(ΦΦᵀ)={lo:.3e} vs tolerance {tol:.1e} (float64)")
-        if len(sub) < n:
-            text += "; the full set was not checked (raise exact_limit)"
-        return Certificate(holds, "numerical", text, n, n_distinct, lo, hi, len(sub), {"tolerance": tol})
+        if n > self.exact_limit:
+            return FeatureCertificate(False, "numerical", f"random ReLU features (m={self.out_dim}): the rank of Φ "
+                                      f"on {n} > exact_limit={self.exact_limit} points was not checked", n, n_distinct)
+        phi = torch.cat([self.raw(h[s:s + 512].float()) for s in range(0, n, 512)]).double().numpy()
+        lam = scipy.linalg.eigh(phi @ phi.T, eigvals_only=True)
+        tol = n * np.finfo(np.float64).eps * lam[-1]
+        full = bool(lam[0] > tol) and not conflicting
+        text = (f"random ReLU features (m={self.out_dim}): numerical rank of Φ on all {n} points is "
+                f"{'full' if full else 'deficient'}: λ_min(ΦΦᵀ)={lam[0]:.3e} vs tolerance {tol:.1e} (float64; "
+                "not a proof)")
+        return FeatureCertificate(full, "numerical", text, n, n_distinct, None,
+                                  {"lambda_min_gram": float(lam[0]), "tolerance": float(tol)})
 
 
 class NearestLabelFeatures(FeatureMap):
-    """One-hot label of the nearest training representation (Euclidean; ties go to the lowest index)."""
+    """CONTROL: one-hot label of the nearest training representation ("alignment by label leakage")."""
 
     name = "nnlabel"
 
@@ -271,14 +343,14 @@ class NearestLabelFeatures(FeatureMap):
         return int(self.num_classes)
 
     def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "NearestLabelFeatures":
-        self._check_inputs(h, y)
+        self.check_inputs(h, y)
         self.centres, self.labels = h.detach().float().clone(), y.detach().long().clone()
         self.num_classes = torch.tensor(int(num_classes))
         return self
 
     def nearest(self, h: torch.Tensor) -> torch.Tensor:
         """Index (B,) of the nearest centre of each row of ``h``."""
-        best_d = torch.full((len(h),), float("inf"), device=h.device)
+        best_d = torch.full((len(h),), math.inf, device=h.device)
         best_i = torch.zeros(len(h), dtype=torch.long, device=h.device)
         for s in range(0, len(self.centres), self.chunk):
             d, i = _sq_dist(h, self.centres[s:s + self.chunk]).min(1)
@@ -286,21 +358,23 @@ class NearestLabelFeatures(FeatureMap):
             best_d, best_i = torch.where(better, d, best_d), torch.where(better, i + s, best_i)
         return best_i
 
-    def _phi(self, h: torch.Tensor) -> torch.Tensor:
+    def raw(self, h: torch.Tensor) -> torch.Tensor:
         lab = self.labels[self.nearest(h.detach())]
         return torch.eye(int(self.num_classes), dtype=h.dtype, device=h.device)[lab]  # one-hot, vmap-friendly
 
-    def certify(self, h: torch.Tensor, y: torch.Tensor) -> Certificate:
-        self._check_inputs(h, y)
+    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:
+        self.check_inputs(h, y)
         n = len(h)
         n_distinct, conflicting = group_duplicates(h, y)
-        phi_labels = self.labels[self.nearest(h.float())]
-        mismatched = int((phi_labels != y).sum())
+        mismatched = int((self.labels[self.nearest(h.float())] != y).sum())
         holds = conflicting == 0 and mismatched == 0
-        text = (f"nearest-neighbour label features: on {n} training points ({n_distinct} distinct) each nearest "
-                f"neighbour carries the point's own label in {n - mismatched}/{n} cases, so Φ = onehot(Y) and "
-                f"Y = Φ·I ∈ Col Φ" + ("" if holds else " FAILS"))
-        return Certificate(holds, "exact", text, n, n_distinct, details={"mismatched": mismatched})
+        counts = torch.bincount(y.long(), minlength=int(self.num_classes))
+        present = counts[counts > 0]
+        text = (f"{LABEL_LEAKAGE}: on {n} training points each nearest neighbour carries the point's own label in "
+                f"{n - mismatched}/{n} cases, so Φ = onehot(Y) for ANY network; σ_min(Φ) = √(smallest class "
+                f"count) = {math.sqrt(int(present.min())):.3g}" + ("" if holds else " — FAILS"))
+        return FeatureCertificate(holds, "label leakage", text, n, n_distinct,
+                                  math.sqrt(int(present.min())) if holds else None, {"mismatched": mismatched})
 
 
 FEATURES: dict[str, type[FeatureMap]] = {
@@ -311,9 +385,9 @@ FEATURES: dict[str, type[FeatureMap]] = {
 
 
 def make_features(name: str, **options: Any) -> FeatureMap:
-    """A feature construction by name (``FEATURES``)."""
+    """A feature construction by name (``FEATURES``); bad names and options raise :class:`InputError`."""
     if name not in FEATURES:
-        raise InputError(f"unknown feature construction {name!r}; valid: {', '.join(sorted(FEATURES))}")
+        raise InputError(f"unknown feature construction {name!r}; valid: auto, {', '.join(sorted(FEATURES))}")
     try:
         return FEATURES[name](**options)
     except TypeError as exc:

@@ -10,9 +10,10 @@ Because φ does not depend on θ, the Jacobian of f̃ always contains the column
 the training set (the certificate), vec(Y) ∈ Col J_f̃(θ) for every θ — alignment holds along all of phase 2.
 
 Scale of φ. For SGD the step that g takes on a batch is lr·c²/B·K_B·r (K_B: the batch kernel of the unscaled φ,
-r: the residual), and momentum β multiplies the effective step by 1/(1 − β); c² = (1 − β)·B / (2·lr·λ_max(K_B)),
-with λ_max estimated on a random training batch at τ, makes the effective step remove half of the batch residual
-along the top direction: fast, and far inside the stable region.
+r: the residual), and momentum β multiplies the effective step by 1/(1 − β); c² = s·(1 − β)·B / (lr·λ_max(K_B)),
+with λ_max estimated on a random training batch at τ, makes the effective step remove the fraction s =
+``zeta_step`` (ζ's step, its own hyper-parameter, recorded; default ½) of the batch residual along the top
+direction.
 Adaptive optimisers (Adam, AdamW, RMSprop) are invariant to this scale, so c = 1 for them.
 
 >>> import torch
@@ -29,32 +30,28 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import warnings
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from dynamics.errors import InputError
-from dynamics.training.features import FeatureMap, group_duplicates, make_features
+from dynamics.models.base import readout_of
+from dynamics.training.features import (FEATURES, LABEL_LEAKAGE, FeatureCertificate, FeatureMap,
+                                        conflicting_duplicates, group_duplicates, make_features)
+from dynamics.training.sparse_rows import SparseRows
 
 __all__ = ["FrozenRepresentation", "AugmentedModel", "GOnTrainingSet", "switch", "rebuild", "representation_of",
-           "SOURCES"]
+           "is_augmented", "on_model_subset", "feature_scale", "SOURCES", "AUTO_FEATURES"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("features", "features+input")
-#: ``features="auto"`` uses the Gaussian kernel while n² ≤ this (its training cache), else nearest-label features
-AUTO_GAUSSIAN_MAX = 200_000_000
-
-
-def _last_linear(model: nn.Module) -> nn.Linear:
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    if last is None:
-        raise InputError(f"{type(model).__name__} has no `features` method and no nn.Linear read-out; the framework "
-                         "needs a hidden representation to freeze")
-    return last
+#: what ``features="auto"`` resolves to, at every n (label-free; ``nnlabel`` is only a named control)
+AUTO_FEATURES = "gaussian"
+#: TRANSITIONAL alias for dynamics/training/probes.py (H3), which still imports it; remove once probes uses
+#: ``on_model_subset`` below (or ``dynamics.models.base.readout_of``)
+_last_linear = readout_of
 
 
 def representation_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +59,7 @@ def representation_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "features") and callable(model.features):
         return model.features(x).flatten(1)
     captured: list[torch.Tensor] = []
-    handle = _last_linear(model).register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
+    handle = readout_of(model).register_forward_pre_hook(lambda mod, args: captured.append(args[0]))
     try:
         model(x)
     finally:
@@ -118,67 +115,83 @@ class FrozenRepresentation(nn.Module):
 
 
 class AugmentedModel(nn.Module):
-    """f̃(x) = base(x) + φ(h_τ(x)) ζ, with ζ (m, k) a parameter initialised at zero.
+    """f̃(x) = base(x) + g(x), g(x) = φ(h_τ(x)) ζ, with ζ (m, k) a parameter initialised at zero.
 
-    ``forward(x, index=None)``: during training the runner passes the training-set ``index`` of each sample (no
-    augmentation) so the features come from a cache computed once by :meth:`cache_training_features` — the same
-    numbers as recomputing them, only cheaper. Everywhere else (test time, checks) φ is computed from x.
+    ``forward(x, index=None)``: during training the runner passes the training-set ``index`` of each sample, and g
+    reads Φ's rows from the training cache (:class:`~dynamics.training.sparse_rows.SparseRows`, set by
+    :func:`switch` or :meth:`cache_training_features`) at a cost proportional to its non-zeros. Everywhere else
+    (test time, checks) φ is computed from x. Public read-outs: :meth:`training_features` (Φ's rows as used in
+    training), :attr:`training_rows`, :meth:`decompose` (f and g separately).
     """
 
     def __init__(self, base: nn.Module, rep: FrozenRepresentation, feature_map: FeatureMap, num_classes: int) -> None:
         super().__init__()
         self.base, self.rep, self.feature_map = base, rep, feature_map
         self.zeta = nn.Parameter(torch.zeros(feature_map.out_dim, num_classes))
-        self._phi_cache: torch.Tensor | None = None  # φ on the training set (n, m)
-        self._h_cache: torch.Tensor | None = None  # or, when that is too large, h_τ on the training set (n, d)
+        self._rows: SparseRows | None = None  # unscaled Φ on the training set
 
     @property
     def has_training_cache(self) -> bool:
-        return self._phi_cache is not None or self._h_cache is not None
+        return self._rows is not None
+
+    @property
+    def training_rows(self) -> SparseRows | None:
+        """Unscaled Φ on the training set as training reads it (None before caching)."""
+        return self._rows
+
+    def set_training_rows(self, rows: SparseRows) -> None:
+        """Install Φ's training rows (unscaled), e.g. those :meth:`FeatureMap.certify_and_rows` returned."""
+        if rows.n_cols != self.feature_map.out_dim:
+            raise InputError(f"training rows have {rows.n_cols} columns, the feature map {self.feature_map.out_dim}")
+        self._rows = rows.to(self.zeta.device)
 
     @contextlib.contextmanager
     def without_cache(self) -> Iterator[None]:
-        """Drop the training caches temporarily (e.g. while a check deep-copies the model)."""
-        saved = self._phi_cache, self._h_cache
-        self._phi_cache = self._h_cache = None
+        """Drop the training cache temporarily (e.g. while a check deep-copies the model)."""
+        saved, self._rows = self._rows, None
         try:
             yield
         finally:
-            self._phi_cache, self._h_cache = saved
+            self._rows = saved
 
     @property
-    def readout(self) -> nn.Module:
-        return self.base.readout
+    def readout(self) -> nn.Linear:
+        """The read-out of the base network (:func:`dynamics.models.base.readout_of`)."""
+        return readout_of(self.base)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
-        """Features φ(h_τ(x)) (N, m), no gradient."""
+        """Features φ(h_τ(x)) (N, m), scaled, no gradient."""
         with torch.no_grad():
             return self.feature_map(self.rep(x))
 
-    def cache_training_features(self, x_train: torch.Tensor, chunk: int = 512,
-                                max_elements: int = 200_000_000) -> str:
-        """Cache φ on the training set if n·m ≤ ``max_elements`` (returns ``"phi"``), else the frozen representation
-        h_τ (n, d) so that only φ(h) is computed per batch (``"h"``)."""
-        n, m = len(x_train), self.feature_map.out_dim
-        h = self.rep.embed(x_train, chunk)
-        self._phi_cache = self._h_cache = None
-        if n * m <= max_elements:
+    def training_features(self, index: torch.Tensor) -> torch.Tensor:
+        """Φ's rows (B, m), scaled, for training indices ``index``, exactly as training uses them."""
+        if self._rows is None:
+            raise InputError("no training cache: call cache_training_features(x_train) first")
+        return self._rows.dense(index) * self.feature_map.scale
+
+    def cache_training_features(self, x_train: torch.Tensor, chunk: int = 512) -> str:
+        """Compute Φ's training rows from ``x_train`` unless a cache for ``len(x_train)`` points is present;
+        returns ``"rows"``."""
+        if self._rows is None or self._rows.n != len(x_train):
+            h = self.rep.embed(x_train, chunk)
             with torch.no_grad():
-                self._phi_cache = torch.cat([self.feature_map(h[s:s + chunk]) for s in range(0, n, chunk)])
-            return "phi"
-        self._h_cache = h
-        return "h"
+                self.set_training_rows(self.feature_map.training_rows(h.cpu()))
+        return "rows"
+
+    def g(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """g(x) = φ(h_τ(x)) ζ (N, k); from the training cache when ``index`` is given and a cache is present."""
+        if index is not None and self._rows is not None:
+            return self._rows.matmul(index, self.zeta) * self.feature_map.scale
+        return self.phi(x).to(self.zeta.dtype) @ self.zeta
+
+    def decompose(self, x: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(x), g(x)), each (N, k); f̃ = their sum."""
+        return self.base(x), self.g(x, index)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         out = self.base(x)
-        if index is not None and self._phi_cache is not None:
-            phi = self._phi_cache[index.to(self._phi_cache.device)]
-        elif index is not None and self._h_cache is not None:
-            with torch.no_grad():
-                phi = self.feature_map(self._h_cache[index.to(self._h_cache.device)])
-        else:
-            phi = self.phi(x)
-        return out + phi.to(out.dtype) @ self.zeta
+        return out + self.g(x, index).to(out.dtype)
 
     def spec(self) -> dict[str, Any]:
         """What :func:`rebuild` needs besides the state dict."""
@@ -186,91 +199,149 @@ class AugmentedModel(nn.Module):
                 "options": self.feature_map.options(), "num_classes": self.zeta.shape[1]}
 
 
+def is_augmented(model: nn.Module) -> bool:
+    """Whether ``model`` is f̃ = f + g (the one test of "modified" at the model level; the run's phase is
+    :class:`~dynamics.training.config.Phases`). Unwraps DDP's ``.module``.
+
+    >>> is_augmented(nn.Linear(2, 2))
+    False
+    """
+    return isinstance(getattr(model, "module", model), AugmentedModel)
+
+
+def on_model_subset(model: nn.Module) -> list[str] | str:
+    """S for the on-model check: ``"auto"`` for a plain model; for f̃ = f + g the read-out of f together with ζ
+    (f is 1-homogeneous in its read-out and g in ζ, so f̃ is in their union; no single group covers both).
+
+    >>> on_model_subset(nn.Linear(2, 2))
+    'auto'
+    """
+    if not is_augmented(model):
+        return "auto"
+    model = getattr(model, "module", model)
+    ids = {id(p) for p in readout_of(model.base).parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids or n == "zeta"]
+
+
 class GOnTrainingSet(nn.Module):
     """g restricted to the training set, as a function of the training INDEX: ``forward(i) = Φ[i] ζ``.
 
     Its Jacobian in ζ over all n indices is exactly the ζ-block J_ζ = Φ ⊗ I_k of f̃'s Jacobian on the training
     set (sample-major), so :func:`dynamics.check_alignment` on it (matrix-free LSQR) checks vec(Y) ∈ Col J_ζ ⊆
-    Col J_f̃ on the WHOLE training set at the cost of a matrix product per iteration, without network passes.
+    Col J_f̃ on the WHOLE training set at the cost of a sparse product per iteration, without network passes.
     """
 
-    def __init__(self, model: AugmentedModel, phi_train: torch.Tensor) -> None:
+    def __init__(self, model: AugmentedModel) -> None:
         super().__init__()
-        self.register_buffer("phi", phi_train, persistent=False)
+        if model.training_rows is None:
+            raise InputError("GOnTrainingSet needs the model's training cache (cache_training_features)")
+        self.rows, self.scale = model.training_rows, model.feature_map.scale
         self.zeta = model.zeta
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.phi[index] @ self.zeta
+        return self.rows.matmul(index, self.zeta) * self.scale
 
 
 def rebuild(base: nn.Module, template: nn.Module, spec: dict[str, Any],
             state: dict[str, torch.Tensor]) -> AugmentedModel:
-    """An :class:`AugmentedModel` from a checkpoint: ``base`` and ``template`` are fresh models of the architecture."""
+    """An :class:`AugmentedModel` from a checkpoint: ``base`` and ``template`` are fresh models of the architecture.
+
+    The training cache is not part of the checkpoint: call :meth:`AugmentedModel.cache_training_features`."""
     rep = FrozenRepresentation(template, spec["source"])
     fm = make_features(spec["features"], **spec["options"])
     for name, _ in list(fm.named_buffers()):
-        fm._buffers[name] = state[f"feature_map.{name}"].clone()
+        fm.register_buffer(name, state[f"feature_map.{name}"].clone())
     model = AugmentedModel(base, rep, fm, spec["num_classes"])
     model.zeta = nn.Parameter(torch.zeros_like(state["zeta"]))
     model.load_state_dict(state)
     return model
 
 
-def _feature_scale(fm: FeatureMap, h: torch.Tensor, lr: float, batch_size: int, adaptive: bool, seed: int,
-                   momentum: float = 0.0) -> float:
+def feature_scale(fm: FeatureMap, h: torch.Tensor, lr: float, batch_size: int, adaptive: bool, seed: int,
+                  momentum: float = 0.0, zeta_step: float = 0.5) -> float:
+    """The scale c of φ: for SGD, c² = zeta_step·(1 − β)·B / (lr·λ_max(K_B)), K_B the unscaled kernel of a random
+    training batch, so that one effective step removes the fraction ``zeta_step`` of a batch's residual along
+    its top direction; 1 for adaptive optimisers (invariant to c)."""
+    if not zeta_step > 0:
+        raise InputError(f"zeta_step must be > 0, got {zeta_step!r}")
     if adaptive:
         return 1.0
     g = torch.Generator().manual_seed(seed + 2)
     idx = torch.randperm(len(h), generator=g)[: min(batch_size, len(h))]
     with torch.no_grad():
-        phi = fm._phi(h[idx]).double()
+        phi = fm.raw(h[idx]).double()
     lam = float(torch.linalg.eigvalsh(phi @ phi.T)[-1])
-    return (0.5 * (1.0 - momentum) * len(idx) / (lr * max(lam, 1e-12))) ** 0.5
+    return (zeta_step * (1.0 - momentum) * len(idx) / (lr * max(lam, 1e-12))) ** 0.5
+
+
+def _resolve(features: str) -> tuple[str, str]:
+    if features == "auto":
+        return AUTO_FEATURES, f"auto: {AUTO_FEATURES} at every n (label-free)"
+    if features not in FEATURES:
+        raise InputError(f"unknown feature construction {features!r}; valid: auto, {', '.join(sorted(FEATURES))}")
+    if features == "nnlabel":
+        msg = (f"features='nnlabel' is a control: {LABEL_LEAKAGE}. Φ = onehot(Y) on the training set for ANY "
+               "network, so its certificate says nothing about the network; use 'auto' for the framework")
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        log.warning(msg)
+        return features, f"given: {LABEL_LEAKAGE} (control)"
+    return features, "given"
 
 
 def switch(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int,
            features: str = "auto", feature_options: dict[str, Any] | None = None, lr: float = 0.01,
            batch_size: int = 64, adaptive: bool = False, momentum: float = 0.0, seed: int = 0,
-           ) -> tuple[AugmentedModel, dict[str, Any]]:
-    """Build f̃ = f + g from ``model`` at τ; return it and a JSON-ready record of what was chosen and why.
+           zeta_step: float = 0.5) -> tuple[AugmentedModel, dict[str, Any]]:
+    """Build f̃ = f + g from ``model`` at τ (with its training cache); return it and a JSON-ready record.
 
     Args:
         model: the network after phase 1 (its parameters are shared with f̃, not copied).
         x_train (n, ...), y_train (n,) int64: the training set (un-augmented) the features are fitted on.
-        features: a name of ``FEATURES`` or ``"auto"``: ``gaussian`` when its n × n training-feature cache has at
-            most ``AUTO_GAUSSIAN_MAX`` entries (n ≤ 14 142), else ``nnlabel`` (whose per-step cost does not grow
-            with n); measured in docs/framework.md.
-        lr, batch_size, adaptive, momentum: the optimiser facts that set the scale of φ (module docstring).
+        features: a name of ``FEATURES`` or ``"auto"`` (= ``gaussian`` at every n); ``nnlabel`` is allowed as a
+            named control, with a warning (alignment by label leakage).
+        lr, batch_size, adaptive, momentum, zeta_step: set the scale c of φ (:func:`feature_scale`); ζ's
+            effective step is recorded as ``zeta_step`` and ``zeta_lr_times_scale_sq`` (= lr·c²).
 
-    The representation source is chosen automatically: the frozen read-out input if it separates all training
-    points that carry different labels, else that representation concatenated with the input. The certificate is
-    recorded, never assumed; when it fails the run goes on but the record says so.
+    Raises:
+        InputError: identical training inputs with different labels (their indices; no function fits them), a
+            representation with NaN/inf, an unknown construction, bad options (e.g. bandwidth ≤ 0).
+
+    The representation source is the frozen read-out input if it separates all training points, else that
+    representation concatenated with the input. The certificate is recorded, never assumed.
     """
-    n = len(x_train)
-    if features == "auto":
-        name = "gaussian" if n * n <= AUTO_GAUSSIAN_MAX else "nnlabel"
-        features_reason = (f"auto: n={n}, so the n x n gaussian feature cache "
-                           f"{'fits' if name == 'gaussian' else 'does not fit'} in {AUTO_GAUSSIAN_MAX:.0e} entries")
-    else:
-        name, features_reason = features, "given"
+    name, features_reason = _resolve(features)
+    clash = conflicting_duplicates(x_train.cpu(), y_train.cpu())
+    if clash:
+        raise InputError(f"identical training inputs carry different labels (index groups {clash}); no function "
+                         "can fit them: remove or relabel these samples")
+    fm = make_features(name, seed=seed, **(feature_options or {}))
     was_training = model.training
-    reason = "the frozen representation separates every pair of training points with different labels"
+    reason = "the frozen representation separates every pair of training points"
     for source in SOURCES:
         rep = FrozenRepresentation(model, source).fit_norms(x_train)
-        h = rep.embed(x_train)
-        n_distinct, conflicting = group_duplicates(h, y_train)
-        if conflicting == 0 and n_distinct == len(h):
+        h = rep.embed(x_train).cpu()
+        if not torch.isfinite(h).all():
+            fm.check_inputs(h, y_train.cpu())  # raises, naming the points
+        n_distinct, _ = group_duplicates(h, y_train.cpu())
+        if n_distinct == group_duplicates(x_train.cpu(), y_train.cpu())[0]:
             break
-        reason = (f"the frozen representation merges {len(h) - n_distinct} training points "
-                  f"({conflicting} groups with different labels); using it together with the input")
+        reason = (f"the frozen representation merges {len(h) - n_distinct} distinct training inputs; using it "
+                  "together with the input")
     model.train(was_training)
-    fm = make_features(name, seed=seed, **(feature_options or {})).fit(h, y_train, num_classes)
-    fm.scale = torch.tensor(_feature_scale(fm, h, lr, batch_size, adaptive, seed, momentum), dtype=torch.float32)
-    cert = fm.certify(h, y_train)
+    y_cpu = y_train.long().cpu()
+    fm.fit(h, y_cpu, num_classes)
+    scale = feature_scale(fm, h, lr, batch_size, adaptive, seed, momentum, zeta_step)
+    fm.scale = torch.tensor(scale, dtype=torch.float32)
+    cert, rows = fm.certify_and_rows(h, y_cpu)
     aug = AugmentedModel(model, rep, fm, num_classes).to(next(model.parameters()).device)
-    info = {"features": name, "features_reason": features_reason, "source": rep.source, "source_reason": reason, "feature_dim": fm.out_dim,
-            "zeta_shape": list(aug.zeta.shape), "scale": float(fm.scale), "certificate": cert.to_dict(),
+    aug.set_training_rows(rows)
+    info = {"features": name, "features_reason": features_reason, "source": rep.source, "source_reason": reason,
+            "feature_dim": fm.out_dim, "zeta_shape": list(aug.zeta.shape), "scale": scale,
+            "zeta_step": zeta_step if not adaptive else None, "zeta_lr_times_scale_sq": lr * scale ** 2,
+            "training_rows_nnz": rows.nnz, "options": fm.options(), "certificate": cert.to_dict(),
             "scale_rule": "1 (adaptive optimiser)" if adaptive
-            else "c^2 = (1 - momentum) B / (2 lr lambda_max(K_batch))"}
-    log.info("switch: %s on %s (m=%d, scale=%.3g); %s", name, rep.source, fm.out_dim, float(fm.scale), cert)
+            else "c^2 = zeta_step (1 - momentum) B / (lr lambda_max(K_batch))"}
+    if isinstance(cert, FeatureCertificate) and not cert.holds:
+        log.warning("switch: the feature certificate does NOT hold: %s", cert.text)
+    log.info("switch: %s on %s (m=%d, scale=%.3g); %s", name, rep.source, fm.out_dim, scale, cert)
     return aug, info
