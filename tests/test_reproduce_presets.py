@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from dynamics.errors import ConfigError
-from dynamics.reproduce.presets import (ALL_DATASETS, CPU_MODEL, PAPER_MODEL, PRESETS, Preset, get_preset,
+from dynamics.data.catalogue import PAPER_ORDER as ALL_DATASETS
+from dynamics.reproduce.presets import (CPU_MODEL, PAPER_MODEL, PRESETS, Preset, get_preset,
                                         preset_config_dicts, preset_configs, run_name)
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from dynamics.cli import reproduce as cli
+from dynamics.cli.report import write_figures
 from dynamics.errors import ConfigError, DataError, RunStateError
 from dynamics.reproduce import runner
 from dynamics.reproduce.presets import Preset
-from dynamics.reproduce.runs import load_run
+from dynamics.training.run_folder import load_run
 
 pytest.importorskip("dynamics.training", reason="dynamics.training (TrainConfig, train) has not landed yet")
 try:
@@ -138,8 +140,6 @@ def test_dry_run_trains_nothing_writes_nothing_and_finds_missing_files(tmp_path,
 
 
 def test_reproduce_command_line_dry_run(tmp_path, capsys):
-    from dynamics.reproduce import cli
-
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(["--preset", "cpu", "--datasets", "semeion", "--seeds", "0,1", "--out",
@@ -163,7 +163,8 @@ def test_tiny_reproduce_end_to_end_on_generated_data(tmp_path):
     empty_root.mkdir()
     lines: list[str] = []
     table = runner.reproduce(tiny_preset(), out_dir=tmp_path / "out", data_root=str(empty_root),
-                             data={"semeion": (x_train, y_train, x_test, y_test)}, progress=lines.append)
+                             data={"semeion": (x_train, y_train, x_test, y_test)}, progress=lines.append,
+                             figures=write_figures)
     assert [s.dataset for s in table.skipped] == ["mnist"] and str(empty_root) in table.skipped[0].reason
     (row,) = table.rows
     assert row.dataset == "semeion" and row.base.n == 2 and row.modified.n == 2
@@ -171,14 +172,13 @@ def test_tiny_reproduce_end_to_end_on_generated_data(tmp_path):
     runs = [load_run(p) for p in sorted((tmp_path / "out" / "runs").iterdir())]
     assert len(runs) == 4 and all(r.finished for r in runs)
     assert {r.tau for r in runs if r.modified} == {1}
-    errors = sorted(100 * (1 - r.final["test_acc"]) for r in runs if not r.modified)
+    errors = sorted(100 * (1 - r.final.test_acc) for r in runs if not r.modified)
     assert sorted(row.base.test_errors) == pytest.approx(errors)
-    losses = sorted(r.final["train_loss"] for r in runs if r.modified)
+    losses = sorted(r.final.train_loss for r in runs if r.modified)
     assert sorted(row.modified.train_losses) == pytest.approx(losses)
-    # "# train": recorded by the run when it says so, else the dataset's size
-    assert row.n_train == (48 if "n_train" in runs[0].summary else 1000)
-    assert row.condition.verified == all(r.condition(w)["alignment_holds"] and r.condition(w)["on_model_holds"]
-                                         for r in runs if r.modified for w in ("tau", "end"))
+    # "# train": recorded by the run (the data it was given), not the catalogue's 1000 for semeion
+    assert row.n_train == 48 and all(r.summary.n_train == 48 for r in runs)
+    assert row.condition.verified == all(r.condition(w).holds for r in runs if r.modified for w in ("tau", "end"))
     for name in ("table.md", "table.csv", "table.tex", "table.json", "training_curves.png",
                  "conditions_over_training.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0

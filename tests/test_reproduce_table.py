@@ -6,6 +6,7 @@ metrics.jsonl, summary.json); the expected numbers are computed independently wi
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -15,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dynamics.cli import report as report_cli
+from dynamics.cli.report import write_figures
 from dynamics.errors import InputError, RunStateError
 from dynamics.reproduce.report import write_report
-from dynamics.reproduce.runs import discover_runs, group_runs, is_finished, load_run
+from dynamics.reproduce.runs import discover_runs, group_runs
 from dynamics.reproduce.table import HEADERS, SkippedDataset, build_table
+from dynamics.training.run_folder import is_finished, load_run
 
 EPOCHS, TAU = 4, 2
 
@@ -195,7 +199,7 @@ def test_diverged_and_unfinished_runs_are_excluded_and_noted(tmp_path):
 def test_partial_trailing_line_of_metrics_is_ignored(tmp_path):
     d = write_run(tmp_path, "mnist", False, False, 0, 0.99, 0.01, extra_lines='{"type": "epoch", "epo')
     r = load_run(d)
-    assert [e["epoch"] for e in r.epochs] == [1, 2, 3, 4] and r.finished
+    assert [e.epoch for e in r.epochs] == [1, 2, 3, 4] and r.finished
 
 
 def test_damaged_line_in_the_middle_of_metrics_raises_run_state_error(tmp_path):
@@ -212,8 +216,8 @@ def test_repeated_epoch_records_of_a_resumed_run_keep_the_last(tmp_path):
     again = json.dumps({"type": "epoch", "epoch": 2, "train_loss": 123.0, "test_acc": 0.5}) + "\n"
     d = write_run(tmp_path, "mnist", False, False, 0, 0.99, 0.01, extra_lines=again)
     r = load_run(d)
-    assert [e["epoch"] for e in r.epochs] == [1, 2, 3, 4]
-    assert r.curve("train_loss")[1][1] == 123.0 and r.curve("test_error")[1][1] == pytest.approx(50.0)
+    assert [e.epoch for e in r.epochs] == [1, 2, 3, 4]
+    assert r.curve("running_train_loss")[1][1] == 123.0 and r.curve("test_error")[1][1] == pytest.approx(50.0)
 
 
 def test_two_runs_with_the_same_seed_in_one_group_raise(tmp_path):
@@ -231,13 +235,14 @@ def test_discover_runs_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(RunStateError, match="no config.json"):
         load_run(tmp_path)
     (tmp_path / "config.json").write_text("[1, 2]")
-    with pytest.raises(RunStateError, match="expected a JSON object"):
+    with pytest.raises(RunStateError, match="not a JSON object"):
         load_run(tmp_path)
 
 
 def test_write_report_writes_tables_and_non_empty_png_figures(runs_dir, tmp_path):
     out = tmp_path / "report"
-    table = write_report(discover_runs([runs_dir]), out, skipped=[SkippedDataset("svhn", "missing")])
+    table = write_report(discover_runs([runs_dir]), out, skipped=[SkippedDataset("svhn", "missing")],
+                         figures=write_figures)
     for name in ("table.md", "table.csv", "table.tex", "table.json"):
         assert (out / name).stat().st_size > 0
     assert (out / "table.md").read_text() == table.to_markdown()
@@ -286,9 +291,6 @@ def test_figures_refuse_runs_without_records(tmp_path):
 def test_report_command_rebuilds_the_table_from_run_dirs(runs_dir, tmp_path, capsys):
     from figures import training_curves
 
-    from dynamics.reproduce import report_cli
-
-    import argparse
 
     parser = argparse.ArgumentParser()
     report_cli.add_arguments(parser)

@@ -14,6 +14,7 @@ from _training_common import blobs, small_config  # noqa: E402
 from dynamics.training import read_metrics, train  # noqa: E402
 from dynamics.training.checkpoint import load_checkpoint  # noqa: E402
 from dynamics.training.distributed import spawn  # noqa: E402
+from dynamics.training.records import EpochRecord  # noqa: E402
 
 
 def _config(modified: bool):
@@ -39,7 +40,7 @@ def test_two_process_ddp_matches_single_process_including_the_switch(tmp_path):
     assert a.keys() == b.keys() and "zeta" in a
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
-    ea = [r["train_loss"] for r in read_metrics(tmp_path / "single/metrics.jsonl") if r["type"] == "epoch"]
-    eb = [r["train_loss"] for r in read_metrics(tmp_path / "ddp/metrics.jsonl") if r["type"] == "epoch"]
+    ea = [r.running_train_loss for r in read_metrics(tmp_path / "single/metrics.jsonl") if isinstance(r, EpochRecord)]
+    eb = [r.running_train_loss for r in read_metrics(tmp_path / "ddp/metrics.jsonl") if isinstance(r, EpochRecord)]
     torch.testing.assert_close(torch.tensor(ea), torch.tensor(eb), rtol=1e-4, atol=1e-6)
-    assert abs(single["final"]["train_loss"] - ddp["final"]["train_loss"]) < 1e-4
+    assert abs(single.final.train_loss - ddp["final"]["train_loss"]) < 1e-4
