@@ -253,8 +253,7 @@ def graph() -> Graph:
 def test_the_graph_sees_the_project(graph):
     # guards against a checker that parses nothing and therefore finds nothing
     assert {"dynamics", "dynamics.cli", "dynamics.engine.ntk", "theory.verify", "figures.plotting"} <= graph.modules
-    assert Edge("dynamics.cli.verify", "theory.verify", 0, False).target in {e.target for e in graph.edges
-                                                                           if e.source == "dynamics.cli.verify"}
+    assert {"theory.verify", "figures.plateau"} <= {e.target for e in graph.edges if e.source == "dynamics.cli.verify"}
     assert len(graph.edges) > 200
 
 
