@@ -10,7 +10,9 @@ from typing import Any, Optional, Sequence
 
 from matplotlib.figure import Figure
 
-from figures.statement_data import figure_arguments, finish, quantities_of, series_of
+from figures.plotting import finish
+from figures.statement_data import figure_arguments, quantities_of, series_of
+from theory.demos import demo_width_sweep
 
 __all__ = ["plot", "main"]
 
@@ -39,8 +41,6 @@ def plot(report: Any, out_path=None) -> Figure:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from theory.demos import demo_width_sweep
-
     args = figure_arguments(__doc__.splitlines()[0], "width_sweep.png", argv)
     plot(demo_width_sweep(args.seed, args.quick)[1], args.out)
     return 0
