@@ -28,6 +28,7 @@ import shlex
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from dynamics.cli.validate import arg, output_folder
@@ -36,7 +37,7 @@ from dynamics.training.checkpoint import CheckpointError, load_checkpoint
 from dynamics.training.config import TrainConfig
 from dynamics.training.loop import check_runnable, train
 
-__all__ = ["HELP", "add_arguments", "config_from_args", "run"]
+__all__ = ["HELP", "add_arguments", "config_from_args", "run", "command_line"]
 
 HELP = "train a model (optionally with the modified framework that enforces alignment) into a run folder"
 
@@ -105,25 +106,46 @@ def _print_epoch(rec: EpochRecord) -> None:
     print(str(rec), flush=True)
 
 
-def _resume_hint(args: argparse.Namespace) -> str:
-    argv = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")] if sys.argv[1:2] == ["train"] else []
-    command = "dynamics " + shlex.join(argv) + " --resume" if argv else f"dynamics train ... --out {args.out} --resume"
+def command_line(cfg: TrainConfig, out: Any, *extra: str) -> str:
+    """The ``dynamics train`` command that describes ``cfg`` (only fields that differ from their default).
+
+    >>> command_line(TrainConfig(dataset="blobs", epochs=3, milestones=[2]), "runs/a", "--resume")
+    'dynamics train --dataset blobs --epochs 3 --milestones 2 --out runs/a --resume'
+    """
+    default, words = TrainConfig(), ["dynamics", "train"]
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name):
+            continue
+        option = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(option)
+        elif isinstance(value, (list, tuple)):
+            words += [option, *map(str, value)]
+        elif isinstance(value, dict):
+            words += [option, json.dumps(value)]
+        else:
+            words += [option, str(value)]
+    return shlex.join([*words, "--out", str(out), *extra])
+
+
+def _resume_hint(cfg: TrainConfig, out: Any) -> str:
     try:
-        epoch = load_checkpoint(args.out / "checkpoints" / "last.pt")["epoch"]
+        epoch = load_checkpoint(Path(out) / "checkpoints" / "last.pt")["epoch"]
     except CheckpointError:
-        return f"no checkpoint was written yet; start the run again ({command.replace(' --resume', '')})"
-    return f"the last checkpoint is after epoch {epoch}; continue with: {command}"
+        return f"no checkpoint was written yet; start the run again with: {command_line(cfg, out, '--overwrite')}"
+    return f"the last checkpoint is after epoch {epoch}; continue with: {command_line(cfg, out, '--resume')}"
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_runnable(cfg, args.out)
-    on_epoch = None if args.no_progress or sys.stderr.isatty() else _print_epoch
+    on_epoch = None if args.no_progress or sys.stdout.isatty() else _print_epoch  # off a terminal: plain lines
     try:
         summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                         progress=False if args.no_progress else None, on_epoch=on_epoch)
     except KeyboardInterrupt:
-        print(f"dynamics train: interrupted; {_resume_hint(args)}", file=sys.stderr)
+        print(f"dynamics train: interrupted; {_resume_hint(cfg, args.out)}", file=sys.stderr)
         return 130
     if summary is None:  # a non-zero rank under torchrun
         return 0
