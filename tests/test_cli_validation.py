@@ -222,3 +222,21 @@ def test_bn_mode_on_the_resnet_is_used(capsys):
     assert "bn_mode=frozen" in capsys.readouterr().out
     assert cli.main(["ntk", "--model", "mlp", "--n", "3", "--k", "2"]) == 0  # no option, no BatchNorm: fine
     assert "bn_mode=None" in capsys.readouterr().out
+
+
+# --- Ctrl-C says what to do ----------------------------------------------------------------------------------------
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["reproduce", "--preset", "cpu"], "run the same command again to continue"),
+    (["verify"], "no report was written"),
+], ids=["reproduce", "verify"])
+def test_interrupt_says_how_to_continue(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(reproduce_cli, "reproduce", _interrupt)
+    monkeypatch.setattr(verify_cli.statements, "collect", _interrupt)
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert f"dynamics {argv[0]}: interrupted; " in err and needle in err

@@ -2,7 +2,8 @@
 
 This package is the top of the import graph: it is the only part of ``dynamics`` that may import the script
 packages ``theory`` and ``figures``; nothing else imports it. Each verb is one module that defines ``HELP``
-(one line), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status):
+(one line), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status), and may define ``ON_INTERRUPT``
+(what to do after Ctrl-C, printed with "interrupted"):
 
 =============  ==============================================================================
 ``ntk``        :mod:`dynamics.cli.ntk` -- the empirical NTK of a small default network, self-checked
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _on_interrupt=getattr(module, "ON_INTERRUPT", ""))
     return parser
 
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dynamics {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dynamics {args.command}: interrupted", file=sys.stderr)
+        hint = f"; {args._on_interrupt}" if args._on_interrupt else ""
+        print(f"dynamics {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

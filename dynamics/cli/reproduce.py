@@ -21,6 +21,9 @@ from dynamics.reproduce.runner import reproduce
 
 HELP = "train the base vs modified comparison of a preset (paper | cpu) and write the table and figures"
 
+ON_INTERRUPT = ("run the same command again to continue: finished runs are skipped and the interrupted run resumes "
+                "from its last checkpoint")
+
 _AUGMENT = {"none": [False], "with": [True], "both": [False, True]}
 
 

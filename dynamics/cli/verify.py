@@ -23,6 +23,8 @@ from theory.report import format_table
 
 __all__ = ["HELP", "add_arguments", "run", "write_figures"]
 
+ON_INTERRUPT = "no report was written; run the same command again"
+
 HELP = ("verify the statements derived from the definitions in Kawaguchi et al. (2022) on small networks: "
         "table, report.json and figures")
 
