@@ -81,3 +81,14 @@ def test_tau_at_or_beyond_the_budget_is_refused():
         TrainConfig(epochs=4, modified=True, tau=4).validate()
     with pytest.raises(ConfigError, match="unknown feature construction"):
         TrainConfig(epochs=4, modified=True, tau=2, features="kernel").validate()
+
+
+def test_phase2_fields_are_validated():
+    with pytest.raises(ConfigError, match="zeta_step"):
+        TrainConfig(zeta_step=0.0).validate()
+    with pytest.raises(ConfigError, match="phase2_weight_decay"):
+        TrainConfig(phase2_weight_decay=-1.0).validate()
+    with pytest.raises(ConfigError, match="phase2_loss"):
+        TrainConfig(phase2_loss="hinge").validate()
+    cfg = TrainConfig(modified=True, epochs=4, zeta_step=2.0, phase2_weight_decay=0.0, phase2_loss="mse").validate()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg

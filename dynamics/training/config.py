@@ -81,7 +81,9 @@ class TrainConfig:
         augment: random crop + flip from ``dynamics.data.augment`` (off by default).
         modified, tau, features: the modified framework A(base): base algorithm for ``tau`` epochs, then
             f̃ = f + g with g = ζᵀφ(x) built by the feature construction ``features`` (``"auto"`` chooses);
-            ``feature_options`` go to it; ``zeta_weight_decay`` is the weight decay on ζ (0: see docs).
+            ``feature_options`` go to it; ``zeta_weight_decay`` is the weight decay on ζ (0: see docs);
+            ``zeta_step`` is ζ's step (sets the scale of φ); ``phase2_weight_decay`` / ``phase2_loss`` replace
+            ``weight_decay`` / ``loss`` after the switch when given (docs/framework.md).
         g_input: what g sees during training when ``augment`` is on. ``"clean"`` (default): g is a function of
             the clean training sample (its cached features), only f sees the augmented image, so training
             costs no extra forward pass; ``"augmented"``: g is recomputed from the augmented image by the
@@ -119,6 +121,12 @@ class TrainConfig:
     features: str = _option("auto", "feature construction of g: auto | gaussian | random | nnlabel")
     feature_options: dict[str, Any] = _option({}, "JSON options of the feature construction")
     zeta_weight_decay: float = _option(0.0, "weight decay on zeta, the weights of g")
+    zeta_step: float = _option(0.5, "zeta's step, its own hyper-parameter: the fraction of a batch's residual one "
+                               "effective SGD step of g removes along its top direction (sets the scale c of phi; "
+                               "recorded in the switch record)")
+    phase2_weight_decay: float | None = _option(None, "weight decay of the network's parameters after the switch "
+                                                "(default: --weight-decay; 0 = the guaranteed variant)")
+    phase2_loss: str | None = _option(None, "loss after the switch: ce | mse (default: --loss)")
     g_input: str = _option("clean", "with --augment: g sees the clean training sample (cached, no extra cost) or "
                            "the augmented image (the frozen network re-runs every step): clean | augmented")
     full_check: bool = _option(False, "also check alignment of g on the whole training set (matrix-free LSQR)")
@@ -208,6 +216,12 @@ class TrainConfig:
         for name in ("weight_decay", "zeta_weight_decay", "momentum"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        positive("zeta_step", self.zeta_step)
+        if self.phase2_weight_decay is not None and not self.phase2_weight_decay >= 0:
+            raise ConfigError(f"phase2_weight_decay must be >= 0 (or None: keep weight_decay), got "
+                              f"{self.phase2_weight_decay!r}")
+        if self.phase2_loss is not None and self.phase2_loss not in LOSSES:
+            raise ConfigError(f"unknown phase2_loss {self.phase2_loss!r}; valid: {', '.join(LOSSES)} (or None)")
         if self.g_input not in ("clean", "augmented"):
             raise ConfigError(f"g_input must be 'clean' or 'augmented', got {self.g_input!r}")
         if self.probe_every < 0:
