@@ -3,11 +3,11 @@
     dynamics ntk --model cnn --n 32 --method auto --dtype float64 --seed 0
 
 Builds the network from :mod:`dynamics.models` (``mlp``, ``cnn``, ``resnet`` = ``resnet_small``) on Gaussian
-1x16x16 inputs (nothing is downloaded; BatchNorm running
-statistics come from three training-mode passes over them), computes K with
-:func:`dynamics.ntk` and prints: shapes, the method and per-layer rules, the time, the eigenvalue range and
-effective rank of the nk x nk Gram matrix, and two self-checks -- exact symmetry, and trace of K on the first
-few samples against ‖J‖²_F of the same rows computed independently by :class:`dynamics.JacobianOperator`.
+1x16x16 inputs (nothing is downloaded; BatchNorm running statistics come from three training-mode passes over
+them), computes K with :func:`dynamics.ntk` and prints: shapes, the method and per-layer rules, the time, the
+eigenvalue range and effective rank of the nk x nk Gram matrix, and two self-checks -- exact symmetry, and trace
+of K on the first few samples against ‖J‖²_F of the same rows computed independently by
+:class:`dynamics.JacobianOperator`. ``--bn-mode`` is refused for a network without BatchNorm.
 Exit status 0 when the checks pass, 1 otherwise.
 """
 
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from dynamics import models
+from dynamics.cli.validate import arg, bn_mode, positive_float, positive_int, seed
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.ntk import ntk
-from dynamics.cli.validate import arg, bn_mode, positive_float, positive_int, seed
 from dynamics.errors import InputError
 
 __all__ = ["HELP", "add_arguments", "run", "build_model"]
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "refused for a network without BatchNorm")
     parser.add_argument("--memory-budget", type=arg(positive_float, "--memory-budget"), default=None,
                         help="bytes for K and intermediates (e.g. 2e9)")
-    parser.add_argument("--seed", type=arg(seed, "--seed"), default=0, help="seed of the weights and the data (default: 0)")
+    parser.add_argument("--seed", type=arg(seed, "--seed"), default=0,
+                        help="seed of the weights and the data (default: 0)")
     parser.add_argument("--check-samples", type=arg(positive_int, "--check-samples"), default=4,
                         help="samples whose Jacobian rows are recomputed for the trace check (default: 4)")
 
