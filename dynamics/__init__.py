@@ -11,33 +11,18 @@ Public API (shapes are documented on each function):
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+from dynamics import conditions, data, engine, models, reproduce, training  # noqa: E402
+from dynamics.conditions.alignment import check_alignment  # noqa: E402
+from dynamics.conditions.on_model import check_on_model_structure  # noqa: E402
 from dynamics.engine.jacobian import JacobianOperator, jacobian  # noqa: E402
+from dynamics.engine.ntk import ntk  # noqa: E402
 from dynamics.errors import DynamicsError  # noqa: E402
 
-_LAZY = {
-    "ntk": ("dynamics.engine.ntk", "ntk"),
-    "check_on_model_structure": ("dynamics.conditions.on_model", "check_on_model_structure"),
-    "check_alignment": ("dynamics.conditions.alignment", "check_alignment"),
-}
-_SUBPACKAGES = {"models", "data", "training", "conditions", "engine", "reproduce"}
-
 __all__ = ["jacobian", "JacobianOperator", "ntk", "check_on_model_structure", "check_alignment",
-           "DynamicsError", "__version__"]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module_name, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module_name), attr)
-        globals()[name] = value
-        return value
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"dynamics.{name}")
-    raise AttributeError(f"module 'dynamics' has no attribute {name!r}")
+           "DynamicsError", "__version__", "conditions", "data", "engine", "models", "reproduce", "training"]

@@ -12,7 +12,7 @@ import pytest
 
 import dynamics.data as dd
 from _data_files import md5, semeion_bytes, write_mnist
-from dynamics.data import cli as data_cli
+from dynamics.cli import data as data_cli
 from dynamics.data.checksums import ChecksumError
 from dynamics.data.download import download
 from dynamics.errors import DataError, InputError
