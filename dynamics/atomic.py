@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
+import numpy as np
+import torch
+
 __all__ = ["write_bytes", "write_text", "write_json", "torch_save", "append_line"]
 
 
@@ -63,8 +66,6 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` atomically: an interrupted save leaves the previous checkpoint intact."""
-    import torch
-
     _atomic(path, "wb", lambda fh: torch.save(obj, fh))
 
 
@@ -87,22 +88,12 @@ def _json_default(obj: Any) -> Any:
         return obj.to_dict()
     if isinstance(obj, Path):
         return str(obj)
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        if isinstance(obj, torch.Tensor):
-            return obj.detach().cpu().tolist()
-        if isinstance(obj, torch.dtype):
-            return str(obj)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, torch.dtype):
+        return str(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")

@@ -22,7 +22,7 @@ import torch
 
 from _training_common import blobs, small_config
 from dynamics.cli import main
-from dynamics.errors import ConfigError, RunStateError
+from dynamics.errors import ConfigError, DataError, RunStateError
 from dynamics.training import train
 from dynamics.training.checkpoint import CheckpointError, load_checkpoint
 from dynamics.training.run_lock import RunLock, RunLockedError
@@ -247,3 +247,9 @@ def test_one_plain_line_per_epoch_off_a_terminal_and_the_two_losses_named(tmp_pa
                             "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert quiet.returncode == 0 and not any(ln.startswith("epoch ") for ln in quiet.stdout.splitlines())  # control
+
+
+def test_missing_data_is_found_before_a_run_folder_is_made(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "no-data")):
+        train(small_config(dataset="semeion", data_root=str(tmp_path / "no-data")), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()

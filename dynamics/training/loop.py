@@ -1,7 +1,7 @@
 """The training loop: any torch optimiser and schedule, base or modified (A(base)), resumable, DDP-ready.
 
 ``train(config, out_dir)`` validates everything first (configuration, dataset, ``train_subset``, device, the
-output folder), takes the folder's lock, then writes the run folder (:mod:`dynamics.training.run_folder`):
+output folder), loads the data (so missing data leaves no folder behind), takes the folder's lock, then writes the run folder (:mod:`dynamics.training.run_folder`):
 ``config.json``, one :class:`~dynamics.training.records.EpochRecord` per epoch (and probe records) in ``metrics.jsonl``,
 ``checkpoints/last.pt`` (verified, bound to the configuration) after every epoch, and the
 :class:`~dynamics.training.records.RunSummary` in ``summary.json``.
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dynamics.data.train_test import check_request, load_train_test
+from dynamics.data.train_test import TrainTestData, check_request, load_train_test
 from dynamics.errors import ConfigError, NonFiniteError
 from dynamics.training.records import EpochRecord, RunSummary
 from dynamics.training.checkpoint import load_checkpoint, save_checkpoint
@@ -98,23 +98,24 @@ def train(config: TrainConfig | dict, out_dir: str | os.PathLike, resume: bool =
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     check_runnable(cfg, out_dir, with_data=data is not None)
     t_start = time.perf_counter()
+    tensors = load_train_test(cfg.dataset, cfg.data_root, cfg.train_subset, cfg.seed, data)  # before any folder
     ctx = setup(cfg.device)
     try:
         with deterministic_algorithms(cfg.device):
             if not ctx.is_main:
-                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, data, on_epoch, t_start)
+                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, tensors, on_epoch, t_start)
             with RunLock(out_dir):
-                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, data, on_epoch, t_start)
+                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, tensors, on_epoch, t_start)
     finally:
         teardown(ctx)
 
 
 def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, overwrite: bool,
-           progress: bool | None, data: tuple | None, on_epoch: Callable[[EpochRecord], None] | None,
+           progress: bool | None, data: TrainTestData, on_epoch: Callable[[EpochRecord], None] | None,
            t_start: float) -> RunSummary | None:
     do_resume = folder.prepare(cfg, resume, overwrite) if ctx.is_main else False
     do_resume = ctx.broadcast_object(do_resume)
-    run = RunState(cfg, load_train_test(cfg.dataset, cfg.data_root, cfg.train_subset, cfg.seed, data), ctx)
+    run = RunState(cfg, data, ctx)
     if do_resume:
         run.restore(load_checkpoint(folder.last, cfg.digest()))
         if ctx.is_main:
