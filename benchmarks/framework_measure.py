@@ -9,7 +9,8 @@ being refactored; it uses only the framework's public API (``switch``, ``run_cer
         --epochs 30 --variants base auto
 
 Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, zeta_step, wd2 (θ's weight
-decay in phase 2), loss2 (ce | mse), features, max_block. Writes one JSON line per variant to ``--out``.
+decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by growth^(epoch − τ) in phase 2),
+features, max_block. Writes one JSON line per variant to ``--out``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace, data: tuple, variant: dict) -> dict:
             loss_kind, indexed = variant.get("loss2", "ce"), True
             if info["certificate"]["holds"]:
                 rec["cert_tau"] = run_certificate(net, x, y, None, None, info["certificate"], "tau").to_dict()
+        if variant.get("modified") and epoch >= args.tau and "growth" in variant:
+            opt.param_groups[-1]["lr"] = args.lr * float(variant["growth"]) ** (epoch - args.tau)
         net.train()
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         perm = torch.randperm(len(x), generator=g)

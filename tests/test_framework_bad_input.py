@@ -92,3 +92,8 @@ def test_phase2_fields_are_validated():
         TrainConfig(phase2_loss="hinge").validate()
     cfg = TrainConfig(modified=True, epochs=4, zeta_step=2.0, phase2_weight_decay=0.0, phase2_loss="mse").validate()
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_zeta_step_growth_below_one_is_refused():
+    with pytest.raises(ConfigError, match="zeta_step_growth"):
+        TrainConfig(zeta_step_growth=0.5).validate()

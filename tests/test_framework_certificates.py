@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dynamics.errors import MemoryBudgetError
 from dynamics.training.features import GaussianKernelFeatures
 from dynamics.training.kernel_bound import (_collatz_wielandt, gaussian_kernel_bound, partition,
                                             rigorous_lambda_min)
@@ -98,3 +99,8 @@ def test_bound_streams_blocks_and_holds_on_well_separated_points():
     b, rows = gaussian_kernel_bound(z, sigma=0.5, threshold=1e-5, max_block=7)
     assert b.holds and b.n_blocks == 8 and rows.n == 50
     assert abs(rows.dense(torch.arange(50)).double().diagonal() - 1).max() == 0
+
+
+def test_a_kernel_too_dense_for_the_memory_budget_is_refused():
+    with pytest.raises(MemoryBudgetError, match="max_nnz"):
+        gaussian_kernel_bound(_points(30), sigma=10.0, threshold=1e-5, max_nnz=100)

@@ -43,7 +43,7 @@ from dynamics.training.features import (FEATURES, LABEL_LEAKAGE, FeatureCertific
 from dynamics.training.sparse_rows import SparseRows
 
 __all__ = ["FrozenRepresentation", "AugmentedModel", "GOnTrainingSet", "switch", "rebuild", "representation_of",
-           "is_augmented", "on_model_subset", "feature_scale", "SOURCES", "AUTO_FEATURES"]
+           "is_augmented", "on_model_subset", "feature_scale", "zeta_lr", "SOURCES", "AUTO_FEATURES"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("features", "features+input")
@@ -272,6 +272,22 @@ def feature_scale(fm: FeatureMap, h: torch.Tensor, lr: float, batch_size: int, a
         phi = fm.raw(h[idx]).double()
     lam = float(torch.linalg.eigvalsh(phi @ phi.T)[-1])
     return (zeta_step * (1.0 - momentum) * len(idx) / (lr * max(lam, 1e-12))) ** 0.5
+
+
+def zeta_lr(lr: float, epoch: int, tau: int, growth: float) -> float:
+    """ζ's learning rate in 0-based ``epoch`` ≥ τ: the epoch's scheduled ``lr`` times ``growth``^(epoch − τ).
+
+    Cross-entropy's gradient decays like e^{−margin}, so a constant step either stalls (margins grow like
+    log t) or overshoots at the first visit; a step that grows geometrically lets the margins track
+    log(step): they reach the ≈ ln(2n/σ_min) that the run certificate needs within the budget without
+    blowing g up (docs/framework.md, "Phase 2").
+
+    >>> zeta_lr(0.01, 12, 10, 2.5)
+    0.0625
+    """
+    if not growth >= 1 or epoch < tau:
+        raise InputError(f"zeta_lr needs growth >= 1 and epoch >= tau, got growth={growth}, epoch={epoch}, tau={tau}")
+    return lr * growth ** (epoch - tau)
 
 
 def _resolve(features: str) -> tuple[str, str]:

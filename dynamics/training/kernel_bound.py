@@ -13,7 +13,8 @@ build one concrete symmetric float64 matrix A (entries ≥ t kept, diagonal 1) a
   λ_min(A) ≥ λ_min(D) − ‖E‖₂.
 * λ_lower(A_bb): with s just below LAPACK's estimate of λ_min(A_bb), the float64 Cholesky factor L of A_bb − sI
   is a real matrix, so A_bb − sI = LLᵀ − F with LLᵀ ⪰ 0, hence λ_min(A_bb) ≥ s − ‖F‖_F. ‖F‖_F is bounded from the
-  computed residual plus the standard rounding bound γ_{b+2}|L||L|ᵀ of the product (Higham, ch. 3).
+  computed residual plus the standard rounding bound γ_{b+2}|L||L|ᵀ of the product (Higham, ch. 3), whose
+  Frobenius norm is at most γ_{b+2}‖L‖_F².
 * ρ_upper(E): E is symmetric and non-negative, so ‖E‖₂ = ρ(E) ≤ max_i (Ev)_i / v_i for any v > 0
   (Collatz–Wielandt; v from a few power iterations; v = 1 gives Gershgorin's row sum).
 * π: every computed entry satisfies |log(Φ̂_ij / K_ij)| ≤ η (squared distance with error γ_{d+3}(‖z_i‖+‖z_j‖)²,
@@ -41,7 +42,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from dynamics.errors import InputError
+from dynamics.errors import InputError, MemoryBudgetError
 from dynamics.training.sparse_rows import SparseRows
 
 __all__ = ["KernelBound", "gaussian_kernel_bound", "rigorous_lambda_min", "partition", "entry_error"]
@@ -146,9 +147,10 @@ def rigorous_lambda_min(a: np.ndarray) -> tuple[float, float]:
         except np.linalg.LinAlgError:
             continue
         resid = chol @ chol.T - m
-        abs_l = np.abs(chol)
-        slack = _gamma(n + 2, U64) * (abs_l @ abs_l.T) + U64 * np.abs(m) + U64 * np.abs(resid)
-        f_norm = (np.linalg.norm(resid) + np.linalg.norm(slack)) * (1.0 + _gamma(n * n + 2, U64))
+        # rounding of the product and the two subtractions: ‖γ|L||L|ᵀ‖_F ≤ γ‖L‖_F² (no second product needed)
+        slack = (_gamma(n + 2, U64) * np.linalg.norm(chol) ** 2 + U64 * np.linalg.norm(m)
+                 + U64 * np.linalg.norm(resid))
+        f_norm = (np.linalg.norm(resid) + slack) * (1.0 + _gamma(n * n + 2, U64))
         best = max(best, s - f_norm)
         if best > 0:
             break
@@ -166,9 +168,12 @@ def _round_up32(v: torch.Tensor) -> torch.Tensor:
 
 def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_block: int = 2048,
                           labels: torch.Tensor | None = None, certify: bool = True, power_iterations: int = 30,
-                          ) -> tuple[KernelBound | None, SparseRows]:
+                          max_nnz: int = 50_000_000) -> tuple[KernelBound | None, SparseRows]:
     """Stream over block pairs of the distinct rows ``z`` (n, d) float32: the rows of the thresholded kernel (for
     the training cache) and, with ``certify``, the proven bound (module docstring).
+
+    Raises :class:`MemoryBudgetError` when the kernel keeps more than ``max_nnz`` entries (about 44 bytes each
+    while streaming, 12 in the cache): a bandwidth that wide makes Φ dense, and the per-step cost grows with it.
 
     Returns (bound or None, rows) where rows is the float32 CSR of A over the n points (``row_of`` = identity).
     """
@@ -187,6 +192,7 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
     rowsum = torch.zeros(n, dtype=torch.float64)
     band = torch.zeros(n, dtype=torch.float64)
     block_lower, block_est = math.inf, math.inf
+    nnz = 0
     for a, ia in enumerate(blocks):
         for ib in blocks[a:]:
             same = ib is ia
@@ -200,6 +206,11 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
             band.index_add_(0, ia, in_band.sum(1))
             li, lj = kept.nonzero(as_tuple=True)
             gi, gj, gv = ia[li], ib[lj], kept[li, lj]
+            nnz += len(gv) * (1 if same else 2)
+            if nnz > max_nnz:
+                raise MemoryBudgetError(
+                    f"the thresholded kernel keeps more than max_nnz={max_nnz} entries ({nnz} after some blocks, n={n}):"
+                    " Φ is nearly dense at this bandwidth; lower feature_options['bandwidth'] or raise 'threshold'")
             rows_i.append(gi), rows_j.append(gj), rows_v.append(gv)
             if same:
                 if certify:
