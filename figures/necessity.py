@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from figures.plotting import finish
 from figures.statement_data import as_reports, field_of, figure_arguments, quantities_of, series_of
-from theory.demos import demo_controls, demo_necessity
+from theory.demos import demo_controls
+from theory.demos_critical import demo_necessity
 
 __all__ = ["plot", "main"]
 

@@ -12,14 +12,14 @@ from matplotlib.figure import Figure
 
 from figures.plotting import finish
 from figures.statement_data import as_reports, field_of, figure_arguments, quantities_of, series_of
-from theory.demos import demo_plateau, demo_sufficiency
+from theory.demos_critical import demo_plateau, demo_sufficiency
 
 __all__ = ["plot", "main"]
 
 
 def plot(reports: Any, out_path=None) -> Figure:
     """``reports``: statement 3 reports with series ``losses`` (every ``chunk`` iterations) and quantities
-    ``half_dist2`` (:func:`theory.demos.demo_sufficiency`, :func:`theory.demos.demo_plateau`)."""
+    ``half_dist2`` (:func:`theory.demos_critical.demo_sufficiency`, :func:`theory.demos_critical.demo_plateau`)."""
     fig = Figure(figsize=(6.5, 3.8))
     ax = fig.add_subplot()
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]

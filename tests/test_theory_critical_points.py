@@ -13,7 +13,7 @@ import dynamics.models as dm
 from dynamics.conditions.column_space import ColumnSpace
 from dynamics.errors import InputError
 from theory.critical_points import check_necessity, check_sufficiency, readout_subset
-from theory.demos import demo_plateau, demo_sufficiency
+from theory.demos_critical import demo_plateau, demo_sufficiency
 from theory.descent import minimise
 
 
@@ -22,11 +22,13 @@ def _outputs(model, x):
         return model(x).reshape(x.shape[0], -1)
 
 
-def test_sufficiency_and_necessity_hold_at_a_trained_aligned_point():
-    suff, nec = demo_sufficiency(quick=True)
-    assert suff.holds and nec.holds
+def test_sufficiency_holds_non_trivially_and_fails_without_alignment_at_a_critical_point_of_the_same_optimiser():
+    suff, control = demo_sufficiency(quick=True)
+    assert suff.holds and not suff.trivial and suff.quantities["rank"] < suff.quantities["nk"]
     assert suff.quantities["L"] < 1e-12 and suff.quantities["r"] < 1e-10
-    assert suff.quantities["rank"] == suff.quantities["nk"]
+    q = control.quantities
+    assert control.control and not control.holds and control.passed and q["critical"]
+    assert q["r"] > 1e-3 and q["L"] > 1e-6 and abs(q["L"] - q["half_dist2"]) <= 1e-6 * q["L"]
 
 
 def test_plateau_training_stalls_at_half_squared_distance():
@@ -97,18 +99,35 @@ def test_necessity_not_applicable_without_a_fit():
     assert not rep.holds and "not applicable" in rep.notes
 
 
-def test_readout_subset_names_the_linear_readout_or_none():
+def test_readout_subset_uses_the_one_readout_finder():
     assert readout_subset(dm.MLP(3, 2, depth=1, width=4)) == ["readout.weight", "readout.bias"]
-    assert readout_subset(nn.Sequential(nn.Linear(2, 1))) is None
+    assert readout_subset(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))) == ["2.weight", "2.bias"]
+    with pytest.raises(InputError, match="read-out"):
+        readout_subset(nn.Sequential(nn.ReLU()))
 
 
-def test_necessity_without_readout_skips_the_subset_residual():
+def test_necessity_subset_none_skips_the_subset_residual():
     net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)).double()
     x = torch.randn(5, 2, dtype=torch.float64)
-    rep = check_necessity(net, x, _outputs(net, x))
+    rep = check_necessity(net, x, _outputs(net, x), subset=None)
     assert rep.holds and "Y_minus_JS_thetaS" not in rep.quantities
-    rep = check_necessity(net, x, _outputs(net, x), subset=["2.weight", "2.bias"])
+    rep = check_necessity(net, x, _outputs(net, x))
     assert rep.quantities["Y_minus_JS_thetaS"] < 1e-12
+
+
+def test_necessity_tolerance_follows_the_measured_fit():
+    """r ≤ ‖f − Y‖/‖Y‖ under the assumption: a fit of 2e-6 (issue 14's Semeion run) still holds, and a
+    perturbation of Y off Col J by more than the fit is caught."""
+    torch.manual_seed(0)
+    net = dm.MLP(3, 1, depth=1, width=3, activation="tanh").double()
+    x = torch.randn(30, 3, dtype=torch.float64)
+    f = _outputs(net, x)
+    cs = ColumnSpace.from_jacobian(dynamics.jacobian(net, x, dtype=torch.float64))
+    off = cs.complement(torch.randn(30, dtype=torch.float64)).reshape(30, 1)
+    y = f + 2e-6 * f.norm() * off / off.norm()
+    rep = check_necessity(net, x, y)
+    assert rep.holds and rep.quantities["fit_residual"] == pytest.approx(2e-6, rel=1e-3)
+    assert rep.quantities["r"] <= rep.quantities["r_bound"]
 
 
 @pytest.mark.parametrize("kw", [{"grad_tol": 0}, {"rtol": -1}, {"grad_tol": "x"}])

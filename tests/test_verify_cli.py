@@ -33,6 +33,25 @@ def test_verify_quick_passes_and_writes_report_with_provenance(quick_run, capsys
     assert report["skipped"] and report["skipped"][0].startswith("Semeion: skipped")
 
 
+def test_every_statement_has_a_non_trivial_holding_row_and_a_failing_control(quick_run):
+    _, out = quick_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["coverage"] == {s: {"non_trivial_holds": True, "control_fails": True} for s in "1234567"}
+    for r in report["reports"]:
+        assert {"p", "nk", "rank"} <= set(r["quantities"]), r["name"]
+        assert isinstance(r["trivial"], bool) and isinstance(r["control"], bool)
+
+
+def test_table_prints_the_trivial_flag(quick_run, capsys):
+    code, out = quick_run
+    rows = json.loads((out / "report.json").read_text())["reports"]
+    table = format_table([StatementReport(**{k: r[k] for k in ("statement", "name", "setting", "quantities",
+                                                                "tolerance", "holds", "expected", "trivial",
+                                                                "control")}) for r in rows])
+    assert table.splitlines()[0].split(" | ")[4].strip() == "trivial"
+    assert " YES " in table and any(r["trivial"] for r in rows) and any(not r["trivial"] for r in rows)
+
+
 def test_verify_writes_every_figure(quick_run):
     _, out = quick_run
     names = {p.name for p in (out / "figures").glob("*.png")}
@@ -63,7 +82,7 @@ def test_table_lists_every_column_and_wraps_long_cells():
                           {"rtol": 1e-6}, True)
     table = format_table([rep])
     assert [c.strip() for c in table.splitlines()[0].split(" | ")] == ["statement", "setting", "measured",
-                                                                       "tolerance", "holds"]
+                                                                       "tolerance", "trivial", "holds"]
     assert all(f"q{i}=0.3333" in table for i in range(12)) and len(table.splitlines()) > 3
 
 
@@ -75,3 +94,4 @@ def test_semeion_rows_hold_on_real_data():
     result = verify.collect(include=("semeion",), data_root=str(root), quick=True)
     assert not result.skipped and len(result.reports) == 4
     assert all(r.holds for r in result.reports), format_table(result.reports)
+    assert not any(r.trivial for r in result.reports[2:])  # rank J ≈ 410 < nk = 1000 at the solution

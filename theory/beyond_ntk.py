@@ -32,12 +32,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dynamics.errors import InputError
-from theory.decomposition import bound_quantities, decomposition_quantities, gradient_bound_holds
-from theory.descent import Trajectory
+from theory.decomposition import GRADIENT_RTOL, bound_quantities, decomposition_quantities, gradient_bound_holds
 from dynamics.conditions.decomposition import loss_decomposition_terms
+from dynamics.engine.ntk import ntk
+from theory.descent import Trajectory
+from theory.geometry import loss_geometry
 from theory.report import StatementReport
 
-__all__ = ["kernel_distance", "empirical_ntk", "TrajectoryEvaluation", "evaluate_trajectory", "check_beyond_ntk"]
+__all__ = ["kernel_distance", "empirical_ntk", "TrajectoryEvaluation", "evaluate_trajectory", "check_beyond_ntk",
+           "check_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +62,7 @@ def kernel_distance(k0: torch.Tensor, kt: torch.Tensor) -> float:
 
 
 def empirical_ntk(model: nn.Module, x) -> tuple[torch.Tensor, str]:
-    """Θ = J Jᵀ on ``x`` as an (nk, nk) float64 matrix, and the routine used.
-
-    Uses :func:`dynamics.ntk` when the toolkit provides it, otherwise J Jᵀ from :func:`dynamics.jacobian`
-    (the same number; the source is recorded in reports).
-    """
-    try:
-        from dynamics.engine.ntk import ntk  # noqa: PLC0415 (lands with the NTK engine)
-    except ImportError:
-        from dynamics.engine.jacobian import jacobian
-
-        J = jacobian(model, x, dtype=torch.float64)
-        return J @ J.T, "J Jᵀ (dynamics.jacobian)"
+    """Θ = J Jᵀ on ``x`` as an (nk, nk) float64 matrix (sample-major), from :func:`dynamics.ntk`, and its source."""
     K = ntk(model, x, dtype=torch.float64)  # (n, n, k, k)
     n, _, k, _ = K.shape
     return K.permute(0, 2, 1, 3).reshape(n * k, n * k), "dynamics.ntk"
@@ -121,7 +113,8 @@ def evaluate_trajectory(trajectory: Trajectory, x, y, probe=None, rtol: float = 
             k0 = kt
         for key, val in (("loss", t.loss), ("proj_term", d["proj_term"]), ("dist_term", d["dist_term"]),
                          ("rel_gap", d["rel_gap"]), ("upper", b["upper"]),
-                         ("bound_holds", gradient_bound_holds(b["L"], b["lower"], b["upper"], scale, rtol)),
+                         ("bound_holds", gradient_bound_holds(b["L"], b["lower"], b["upper"], scale, rtol)
+                                         and b["grad_mismatch"] <= GRADIENT_RTOL),
                          ("r", t.alignment_residual), ("rank", t.rank),
                          ("kernel_distance", kernel_distance(k0, kt))):
             out[key].append(val)
@@ -139,11 +132,56 @@ def check_beyond_ntk(trajectory: Trajectory, x, y, probe=None, rtol: float = 1e-
     ev = evaluation if evaluation is not None else evaluate_trajectory(trajectory, x, y, probe, rtol, rank_rtol)
     max_gap = max(ev.rel_gap)
     all_bounds = all(ev.bound_holds)
-    q = {"kernel_distance_final": ev.kernel_distance[-1], "kernel_distance_max": max(ev.kernel_distance),
+    with torch.no_grad():
+        nk = int(trajectory.model(torch.as_tensor(x).to(torch.float64)).numel())
+    p = sum(t.numel() for t in trajectory.model.parameters() if t.requires_grad)
+    q = {"p": p, "nk": nk, "rank": max(ev.rank),
+         "kernel_distance_final": ev.kernel_distance[-1], "kernel_distance_max": max(ev.kernel_distance),
          "r_0": ev.r[0], "r_T": ev.r[-1], "L_0": ev.loss[0], "L_T": ev.loss[-1],
          "max_rel_gap_stmt1": max_gap, "stmt2_all_steps": all_bounds, "points": len(ev.steps)}
     holds = max_gap <= rtol and all_bounds and q["kernel_distance_max"] >= min_distance
     return StatementReport("7", "beyond NTK", setting or f"GD lr={trajectory.lr:g}, {ev.steps[-1]} steps", q,
                            {"rtol": rtol, "min_kernel_distance": min_distance}, holds,
                            notes=f"kernel Θ = J Jᵀ via {ev.kernel_source}; statements 1–2 checked at every "
-                                 f"recorded step", series=ev.to_dict())
+                                 f"recorded step", series=ev.to_dict(),
+                           trivial=min(ev.rank) == nk)
+
+
+def check_limit(initial: nn.Module, limit: nn.Module, x, y, rtol: float = 1e-6, grad_tol: float = 1e-6,
+                min_distance: float = 0.1, claim: str = "limit", setting: str = "",
+                expected: bool = True) -> StatementReport:
+    """Statement 7 at the end of a run: the kernel moved, and the limit's own r decides the final loss.
+
+    With Θ = J Jᵀ on the training inputs, d = kernel distance between the initial and the final point, and
+    scale = ½‖Y‖²:
+
+    * ``claim="limit"``: d ≥ ``min_distance`` (outside the NTK regime), the final point is critical
+      (‖∇L‖/(σ_max‖Y‖) ≤ grad_tol), L_T = ½dist(Y, Col J(θ_T))² within rtol·scale, and r_T ≤ 1e-6 ⇒ L_T ≤
+      rtol·scale (aligned limit: zero loss; misaligned: the loss is the limit's distance, not zero);
+    * ``claim="ntk_prediction"`` (the control): L_T = ½dist(Y, Col J(θ_0))², the prediction of a frozen
+      kernel; it must fail when the kernel moved.
+
+    The row is ``trivial`` when rank J(θ_T) = nk.
+    """
+    if claim not in ("limit", "ntk_prediction"):
+        raise InputError(f"claim must be 'limit' or 'ntk_prediction', got {claim!r}")
+    g0, gt = loss_geometry(initial, x, y), loss_geometry(limit, x, y)
+    k0, _ = empirical_ntk(initial, x)
+    kt, _ = empirical_ntk(limit, x)
+    scale = max(gt.y_norm2_half, 1e-300)
+    d = kernel_distance(k0, kt)
+    q = {"p": gt.p, "nk": gt.n * gt.k, "rank": gt.space.rank, "kernel_distance": d, "L_T": gt.loss,
+         "half_dist2_T": gt.dist2_half, "r_T": gt.alignment_residual, "half_dist2_0": g0.dist2_half,
+         "r_0": g0.alignment_residual, "rel_grad_T": gt.relative_grad_norm}
+    if claim == "limit":
+        holds = (d >= min_distance and gt.relative_grad_norm <= grad_tol
+                 and abs(gt.loss - gt.dist2_half) <= rtol * scale
+                 and (gt.alignment_residual > 1e-6 or gt.loss <= rtol * scale))
+        name, notes = "beyond NTK (limit)", "the limit's r decides the loss: L_T = ½dist(Y, Col J(θ_T))²"
+    else:
+        holds = abs(gt.loss - g0.dist2_half) <= rtol * scale
+        name = "beyond NTK (frozen-kernel prediction)"
+        notes = "control: ½dist(Y, Col J(θ_0))², the frozen kernel's prediction, misses L_T when the kernel moves"
+    return StatementReport("7", name, setting, q, {"rtol": rtol, "grad_tol": grad_tol,
+                                                   "min_kernel_distance": min_distance}, holds, expected,
+                           notes=notes, trivial=gt.space.full_row_rank)

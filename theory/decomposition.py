@@ -30,9 +30,13 @@ from dynamics.conditions.decomposition import LossDecomposition, loss_decomposit
 from theory.report import StatementReport
 
 __all__ = ["check_loss_decomposition", "check_gradient_bound", "decomposition_quantities", "bound_quantities",
-           "decomposition_holds", "gradient_bound_holds", "DEFAULT_RTOL"]
+           "decomposition_holds", "gradient_bound_holds", "DEFAULT_RTOL", "GRADIENT_RTOL"]
 
 DEFAULT_RTOL = 1e-8
+# ‖Jᵀ(f−Y) − ∇L_autograd‖ / (‖J‖_F‖f−Y‖): both are float64 sums of ≤ nk products, so rounding gives ≲ nk·eps
+# (≈ 2e-13 at nk = 1000); 1e-10 leaves 500× headroom and still catches any wrong gradient (a sign error gives
+# ~‖∇L‖/(‖J‖‖f−Y‖), ≥ 1e-3 away from critical points).
+GRADIENT_RTOL = 1e-10
 
 
 def _check_rtol(rtol: float) -> float:
@@ -44,8 +48,8 @@ def _check_rtol(rtol: float) -> float:
 def decomposition_quantities(t: LossDecomposition) -> dict:
     """Both sides of statement 1 from the measured terms: L, ½‖P(f−Y)‖², ½‖(I−P)Y‖², the relative gap."""
     scale = _scale(t)
-    return {"L": t.loss, "proj_term": t.fit_term, "dist_term": t.misalignment_term, "rel_gap": abs(t.gap) / scale,
-            "f_off_colJ": t.output_residual, "rank": t.rank}
+    return {"p": t.p, "nk": t.nk, "rank": t.rank, "L": t.loss, "proj_term": t.fit_term,
+            "dist_term": t.misalignment_term, "rel_gap": abs(t.gap) / scale, "f_off_colJ": t.output_residual}
 
 
 def _scale(t: LossDecomposition) -> float:
@@ -68,9 +72,10 @@ def bound_quantities(t: LossDecomposition) -> dict:
     upper = t.upper_bound
     if t.sigma_min is None and t.gradient_norm == 0:  # J = 0: L = ½‖Y‖² = lower, nothing to bound
         upper = t.misalignment_term
-    return {"lower": t.misalignment_term, "L": t.loss, "upper": upper, "grad_norm": t.gradient_norm,
-            "sigma_plus": t.sigma_min if t.sigma_min is not None else 0.0,
-            "slack_lower": (t.loss - t.misalignment_term) / scale, "slack_upper": (upper - t.loss) / scale}
+    return {"p": t.p, "nk": t.nk, "rank": t.rank, "lower": t.misalignment_term, "L": t.loss, "upper": upper,
+            "grad_norm": t.gradient_norm, "sigma_plus": t.sigma_min if t.sigma_min is not None else 0.0,
+            "slack_lower": (t.loss - t.misalignment_term) / scale, "slack_upper": (upper - t.loss) / scale,
+            "grad_mismatch": t.gradient_mismatch}
 
 
 def gradient_bound_holds(loss: float, lower: float, upper: float, scale: float, rtol: float) -> bool:
@@ -101,7 +106,9 @@ def check_loss_decomposition(model: nn.Module, x, y, params: ParamSpec = None, b
     q = decomposition_quantities(t)
     holds = q["rel_gap"] <= rtol
     return StatementReport("1", "loss decomposition", setting or _describe(model, x), q, {"rtol": rtol}, holds,
-                           expected, notes="L vs ½‖P(f−Y)‖² + ½‖(I−P)Y‖², gap relative to max(L, sum of terms)")
+                           expected, notes="L vs ½‖P(f−Y)‖² + ½‖(I−P)Y‖², gap relative to max(L, sum of terms)"
+                           + ("; TRIVIAL: rank J = nk, so P = I and the identity holds for any f" if t.trivial else ""),
+                           trivial=t.trivial)
 
 
 def check_gradient_bound(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: Optional[str] = None,
@@ -115,9 +122,13 @@ def check_gradient_bound(model: nn.Module, x, y, params: ParamSpec = None, bn_mo
     rtol = _check_rtol(rtol)
     t = loss_decomposition_terms(model, x, y, params, bn_mode, rank_rtol=rank_rtol)
     q = bound_quantities(t)
-    holds = gradient_bound_holds(q["L"], q["lower"], q["upper"], _scale(t), rtol)
-    return StatementReport("2", "gradient bound", setting or _describe(model, x), q, {"rtol": rtol}, holds,
-                           expected, notes="½‖(I−P)Y‖² ≤ L ≤ ½‖(I−P)Y‖² + ‖∇L‖²/(2σ₊²)")
+    holds = (gradient_bound_holds(q["L"], q["lower"], q["upper"], _scale(t), rtol)
+             and q["grad_mismatch"] <= GRADIENT_RTOL)
+    return StatementReport("2", "gradient bound", setting or _describe(model, x), q,
+                           {"rtol": rtol, "grad_rtol": GRADIENT_RTOL}, holds, expected,
+                           notes="½‖(I−P)Y‖² ≤ L ≤ ½‖(I−P)Y‖² + ‖∇L‖²/(2σ₊²), with ∇L = Jᵀ(f−Y) checked against "
+                                 "autograd" + ("; TRIVIAL: rank J = nk, the lower side is 0" if t.trivial else ""),
+                           trivial=t.trivial)
 
 
 def _describe(model: nn.Module, x) -> str:

@@ -101,17 +101,22 @@ def _grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
 
 
 def gradient_descent(model: nn.Module, x, y, lr: float, steps: int,
-                     record: Optional[Sequence[int]] = None) -> Trajectory:
-    """``steps`` full-batch GD steps θ ← θ − lr·∇L on a float64 copy; ``record``: steps to save (default 0, T).
+                     record: Optional[Sequence[int]] = None, momentum: float = 0.0) -> Trajectory:
+    """``steps`` full-batch GD steps on a float64 copy; ``record``: steps to save (default 0, T).
+
+    ``momentum`` = 0: θ ← θ − lr·∇L; ``momentum`` = μ > 0: heavy ball, b ← μb + ∇L, θ ← θ − lr·b (torch.optim.SGD's
+    rule without dampening).
 
     Raises :class:`~dynamics.errors.NonFiniteError` if the loss diverges (lower ``lr``).
     """
-    if not lr > 0 or steps < 0:
-        raise InputError(f"need lr > 0 and steps >= 0, got lr={lr!r}, steps={steps!r}")
+    if not lr > 0 or steps < 0 or not 0 <= momentum < 1:
+        raise InputError(f"need lr > 0, steps >= 0 and 0 <= momentum < 1, got lr={lr!r}, steps={steps!r}, "
+                         f"momentum={momentum!r}")
     m, xx, yy = _prepare(model, x, y)
     wanted = sorted(set(record if record is not None else (0, steps)))
     rec_steps, states, losses = [], [], []
     params = [p for p in m.parameters() if p.requires_grad]
+    buffers = [torch.zeros_like(p) for p in params]
     for t in range(steps + 1):
         if t in wanted:
             rec_steps.append(t)
@@ -125,8 +130,12 @@ def gradient_descent(model: nn.Module, x, y, lr: float, steps: int,
             break
         loss.backward()
         with torch.no_grad():
-            for p in params:
-                p -= lr * p.grad
+            for p, b in zip(params, buffers):
+                if momentum:
+                    b.mul_(momentum).add_(p.grad)
+                    p -= lr * b
+                else:
+                    p -= lr * p.grad
     return Trajectory(model=m, steps=rec_steps, states=states, losses=losses, lr=lr)
 
 

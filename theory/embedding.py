@@ -22,7 +22,7 @@ followed by ``model.readout`` (the :class:`dynamics.models.MLP` layout), without
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,36 +58,42 @@ def _old_mask(new: nn.Module, old: nn.Module) -> torch.Tensor:
     return torch.cat(masks)
 
 
-def widen(model: nn.Module, width: int, seed: int = 0, scale: float = 1.0) -> tuple[nn.Module, torch.Tensor]:
-    """Embed ``model`` in a copy whose hidden layers have ``width`` units, the function unchanged.
+def widen(model: nn.Module, width: int, seed: int = 0, scale: float = 1.0,
+          layers: Optional[Sequence[int]] = None) -> tuple[nn.Module, torch.Tensor]:
+    """Embed ``model`` in a copy whose hidden layers (``layers``: indices into the hidden Linear layers; default
+    all) have ``width`` units, the function unchanged.
 
     Old units keep their weights and ignore the new ones; new units get seeded Gaussian incoming weights
     (``scale``/sqrt(fan_in)) from all units of the previous layer, and zero outgoing weights everywhere.
 
     Returns:
         (wide model, mask) where ``mask`` (p_wide,) bool marks the old parameters in the wide model's
-        ``named_parameters`` flattening (so ``J_wide[:, mask]`` equals the old J exactly).
+        ``named_parameters`` flattening (so ``J_wide[:, mask]`` equals the old J up to the rounding of the
+        wider sums, which add exact zeros: in practice bit-identical or within a few ulps).
     """
     idx = hidden_linears(model)
-    widths = [model.body[i].out_features for i in idx]
+    chosen = set(range(len(idx))) if layers is None else {range(len(idx))[i] for i in layers}
+    widths = [model.body[idx[i]].out_features for i in sorted(chosen)]
     if not isinstance(width, int) or width < max(widths):
         raise InputError(f"width must be an int >= the current hidden width {max(widths)}, got {width!r}")
     gen = torch.Generator().manual_seed(seed)
     wide = copy.deepcopy(model)
     prev_old, prev_new = model.body[idx[0]].in_features, model.body[idx[0]].in_features
-    for i in idx:
+    for j, i in enumerate(idx):
         lin: nn.Linear = model.body[i]
-        new = nn.Linear(prev_new, width, bias=lin.bias is not None).to(lin.weight.dtype)
+        out_new = width if j in chosen else lin.out_features
+        new = nn.Linear(prev_new, out_new, bias=lin.bias is not None).to(lin.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(torch.randn(new.weight.shape, generator=gen, dtype=lin.weight.dtype)
                              * scale / prev_new ** 0.5)
             new.weight[: lin.out_features, :] = 0
             new.weight[: lin.out_features, :prev_old] = lin.weight
             if lin.bias is not None:
-                new.bias.copy_(0.1 * scale * torch.randn(width, generator=gen, dtype=lin.bias.dtype))
+                new.bias.copy_(0.1 * scale * torch.randn(out_new, generator=gen, dtype=lin.bias.dtype))
                 new.bias[: lin.out_features] = lin.bias
         wide.body[i] = new
-        prev_old, prev_new = lin.out_features, width
+        prev_old, prev_new = lin.out_features, out_new
+    width = prev_new
     ro: nn.Linear = model.readout
     new_ro = nn.Linear(width, ro.out_features, bias=ro.bias is not None).to(ro.weight.dtype)
     with torch.no_grad():

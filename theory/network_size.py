@@ -47,17 +47,25 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def check_width_helps(model: nn.Module, x, y, width: int, seed: int = 0, rtol: float = 1e-8,
-                      rank_rtol: Optional[float] = None, setting: str = "") -> StatementReport:
-    """Statement 5 at the model's current θ, embedded in an MLP of hidden width ``width``.
+                      rank_rtol: Optional[float] = None, setting: str = "", layers: Optional[Sequence[int]] = None,
+                      strict: bool = False, expected: bool = True) -> StatementReport:
+    """Statement 5 at the model's current θ, embedded in an MLP whose hidden layers ``layers`` (default all)
+    have ``width`` units.
 
     Measures: ``f_diff`` = ‖f̃_X − f_X‖/‖f_X‖; ``J_block_diff`` = ‖J̃[:, old] − J‖/‖J‖; ``colJ_residual`` =
     ‖(I − P̃)J‖_F/‖J‖_F (Col J ⊆ Col J̃); r, r̃; ½dist², ½dist̃²; the ranks. Both column spaces use the same
     absolute singular-value threshold (the wide one's, from ``rank_rtol``), so the numerical ranks are
-    comparable (σ_i(J) ≤ σ_i(J̃) for a column sub-matrix). Holds when f_diff, J_block_diff ≤ ``rtol``,
-    colJ_residual ≤ ``colJ_tol`` = max(rtol, sqrt(nk)·threshold/‖J‖_F) (what the dropped directions allow),
-    r̃ ≤ r + rtol and ½dist̃² ≤ ½dist² + rtol·½‖Y‖².
+    comparable (σ_i(J) ≤ σ_i(J̃) for a column sub-matrix).
+
+    Holds (the guaranteed part) when f_diff, J_block_diff ≤ ``rtol``, colJ_residual ≤ ``colJ_tol`` =
+    max(rtol, sqrt(nk)·threshold/‖J‖_F) (what the dropped directions allow), r̃ ≤ r + r_tol and
+    ½dist̃² ≤ ½dist² + (rtol + 2·r_tol)·½‖Y‖², with r_tol = rtol + both column spaces' stated accuracy. These hold at every θ by construction of the embedding; ``strict=True`` adds
+    the generic part that can fail: when rank J < nk the widening adds independent columns (rank J̃ > rank J). A
+    widening whose new columns are dependent (duplicated units, the middle of a width-1 chain) fails it.
+
+    The row is ``trivial`` when rank J = nk already (r = 0 before widening).
     """
-    wide, old = widen(model, width, seed=seed)
+    wide, old = widen(model, width, seed=seed, layers=layers)
     gw = loss_geometry(wide, x, y, rank_rtol=rank_rtol)
     g = loss_geometry(model, x, y)
     threshold = gw.space.tolerance
@@ -67,17 +75,30 @@ def check_width_helps(model: nn.Module, x, y, width: int, seed: int = 0, rtol: f
     j_norm = max(float(g.jac.norm()), 1e-300)
     col_tol = max(rtol, (g.n * g.k) ** 0.5 * threshold / j_norm)
     scale = max(g.y_norm2_half, 1e-300)
-    q = {"f_diff": _rel(gw.f, g.f), "J_block_diff": _rel(gw.jac[:, old], g.jac),
+    q = {"p": g.p, "nk": g.n * g.k, "rank": g.space.rank, "p_wide": gw.p, "rank_wide": gw.space.rank,
+         "f_diff": _rel(gw.f, g.f), "J_block_diff": _rel(gw.jac[:, old], g.jac),
          "colJ_residual": gw.space.residual(g.jac) / j_norm,
          "r": g.alignment_residual, "r_wide": gw.alignment_residual,
-         "half_dist2": g.dist2_half, "half_dist2_wide": gw.dist2_half,
-         "rank": g.space.rank, "rank_wide": gw.space.rank, "p": g.p, "p_wide": gw.p, "nk": g.n * g.k}
+         "half_dist2": g.dist2_half, "half_dist2_wide": gw.dist2_half}
+    # r and r̃ are each accurate to their column space's stated accuracy (eps·max(m, p)·(σ_max/σ_r)², which is
+    # 1e-8 and more for ill-conditioned J at a critical point): compare within rtol plus both
+    r_tol = rtol + g.space.accuracy + gw.space.accuracy
+    q["r_tol"] = r_tol
     holds = (q["f_diff"] <= rtol and q["J_block_diff"] <= rtol and q["colJ_residual"] <= col_tol
-             and q["r_wide"] <= q["r"] + rtol and q["half_dist2_wide"] <= q["half_dist2"] + rtol * scale)
+             and q["r_wide"] <= q["r"] + r_tol
+             and q["half_dist2_wide"] <= q["half_dist2"] + (rtol + 2 * r_tol) * scale)
+    trivial = g.space.full_row_rank
+    if strict and not trivial:
+        holds = holds and q["rank_wide"] > q["rank"]
     hidden = [m.out_features for m in model.body if isinstance(m, nn.Linear)]
-    return StatementReport("5", "width helps", setting or f"MLP hidden {hidden} -> width {width}, n={g.n}, k={g.k}",
-                           q, {"rtol": rtol, "colJ_tol": col_tol}, holds,
-                           notes="new units with zero outgoing weights: same f, Col J ⊆ Col J̃, r̃ ≤ r")
+    where = "all hidden layers" if layers is None else f"hidden layers {list(layers)}"
+    name = "width helps (generic)" if strict else "width helps"
+    notes = "new units with zero outgoing weights: same f, Col J ⊆ Col J̃, r̃ ≤ r" + (
+        "; a generic widening adds rank" if strict else "") + (
+        "; TRIVIAL: rank J = nk before widening" if trivial else "")
+    return StatementReport("5", name, setting or f"MLP hidden {hidden} -> width {width} ({where}), n={g.n}, "
+                           f"k={g.k}", q, {"rtol": rtol, "colJ_tol": col_tol}, holds, expected, notes=notes,
+                           trivial=trivial)
 
 
 def positive_chain(depth: int, in_features: int, bias_first: bool = False, seed: int = 0,
@@ -128,12 +149,17 @@ def _forward(model: nn.Module, x) -> torch.Tensor:
 
 def check_chain_rank(depths: Sequence[int] = tuple(range(1, 11)), in_features: int = 3, n: int = 24,
                      bias_first: bool = False, seed: int = 0, rtol: float = 1e-10,
-                     x: Optional[torch.Tensor] = None, setting: str = "") -> StatementReport:
+                     x: Optional[torch.Tensor] = None, setting: str = "", first_width: int = 1,
+                     expected: bool = True) -> StatementReport:
     """Statement 6: rank J ≤ d_x (+1 with ``bias_first``) of the width-1 ReLU chain for every depth in ``depths``.
 
     Each depth gets :func:`positive_chain` (seed ``seed``) on the same Gaussian inputs (``n`` samples, or ``x``).
     Holds when every rank is within the bound and the column identity ∂f_X/∂w_l = f_X/w_l holds to ``rtol``.
     Series ``rank``, ``p`` (parameter count) per depth go to the report for the depth figure.
+
+    ``first_width > 1`` is the control: the first layer widened (new units with zero outgoing weights, the
+    function unchanged) is no longer a width-1 bottleneck, the rank exceeds d_x and the row must fail.
+    The row is ``trivial`` when no chain has more parameters than the bound (then rank ≤ p ≤ bound anyway).
     """
     if not depths or min(depths) < 1:
         raise InputError(f"depths must be a non-empty list of integers >= 1, got {depths!r}")
@@ -143,18 +169,23 @@ def check_chain_rank(depths: Sequence[int] = tuple(range(1, 11)), in_features: i
     ranks, ps, idents = [], [], []
     for depth in depths:
         chain = positive_chain(depth, in_features, bias_first, seed=seed + depth)
+        if first_width > 1 and depth >= 2:
+            chain, _ = widen(chain, first_width, seed=seed + depth, layers=[0])
         J = jacobian(chain, x, dtype=torch.float64)
         ranks.append(ColumnSpace.from_jacobian(J).rank)
         ps.append(J.shape[1])
-        idents.append(chain_column_identity(chain, x) if depth >= 2 else 0.0)
-    q = {"max_rank": max(ranks), "bound": bound, "max_p": max(ps), "identity_error": max(idents),
+        idents.append(chain_column_identity(chain, x) if depth >= 2 and first_width == 1 else 0.0)
+    q = {"p": max(ps), "nk": int(x.shape[0]), "rank": max(ranks), "bound": bound, "identity_error": max(idents),
          "ranks": ranks}
     holds = max(ranks) <= bound and max(idents) <= rtol
+    trivial = max(ps) <= bound
+    kind = "width-1 ReLU chain" if first_width == 1 else f"ReLU chain, first layer width {first_width}"
     return StatementReport("6", "depth does not help",
-                           setting or f"width-1 ReLU chain, d_x={in_features}, bias={bias_first}, depths "
-                           f"{min(depths)}..{max(depths)}, n={x.shape[0]}", q, {"rtol": rtol}, holds,
-                           notes="rank J ≤ d_x (+1 with first-layer bias) whatever the depth; ∂f/∂w_l = f/w_l",
-                           series={"depths": list(depths), "rank": ranks, "p": ps})
+                           setting or f"{kind}, d_x={in_features}, bias={bias_first}, depths "
+                           f"{min(depths)}..{max(depths)}, n={x.shape[0]}", q, {"rtol": rtol}, holds, expected,
+                           notes="rank J ≤ d_x (+1 with first-layer bias) whatever the depth; ∂f/∂w_l = f/w_l"
+                           + ("" if first_width == 1 else "; control: a first layer of width > 1 is no bottleneck"),
+                           series={"depths": list(depths), "rank": ranks, "p": ps}, trivial=trivial)
 
 
 def check_duplicate_unit(model: nn.Module, x, layer: int = -1, unit: int = 0, alpha: float = 0.3,
@@ -168,9 +199,11 @@ def check_duplicate_unit(model: nn.Module, x, layer: int = -1, unit: int = 0, al
     J = jacobian(model, x, dtype=torch.float64)
     Jd = jacobian(dup, x, dtype=torch.float64)
     cs, csd = ColumnSpace.from_jacobian(J), ColumnSpace.from_jacobian(Jd)
-    q = {"f_diff": _rel(_forward(dup, x), _forward(model, x)), "p": J.shape[1], "p_dup": Jd.shape[1],
-         "rank": cs.rank, "rank_dup": csd.rank,
+    q = {"p": J.shape[1], "nk": J.shape[0], "rank": cs.rank, "p_dup": Jd.shape[1], "rank_dup": csd.rank,
+         "f_diff": _rel(_forward(dup, x), _forward(model, x)),
          "new_cols_off_colJ": cs.residual(Jd) / max(float(Jd.norm()), 1e-300)}
     holds = q["f_diff"] <= rtol and q["rank_dup"] == q["rank"] and q["new_cols_off_colJ"] <= rtol ** 0.5
     return StatementReport("6", "duplicated neuron", setting or f"{type(model).__name__}, n={J.shape[0]}", q,
-                           {"rtol": rtol}, holds, notes="a copied unit with split outgoing weights adds no rank")
+                           {"rtol": rtol}, holds, notes="a copied unit with split outgoing weights adds no rank"
+                           + ("; TRIVIAL: rank J = nk already" if cs.full_row_rank else ""),
+                           trivial=cs.full_row_rank)

@@ -1,24 +1,35 @@
 """The result of checking one statement of THEORY.md: the numbers on both sides, the tolerance, the verdict.
 
-Every check in :mod:`theory` returns a :class:`StatementReport`. ``expected`` says whether the statement is
-supposed to hold in that setting: the controls (a model that violates the on-model structure, a perturbed
-loss) are expected to *fail*, and a control that holds is as much a failure of the verification as a
-statement that fails where it should hold. ``passed`` is ``holds == expected``.
+Every check in :mod:`theory` returns a :class:`StatementReport`. Each row says whether its verdict could
+have failed:
 
->>> r = StatementReport("1", "loss decomposition", "toy", {"L": 0.5, "gap": 1e-17}, {"rtol": 1e-8}, True)
->>> r.passed, r.to_dict()["holds"]
-(True, True)
+* ``control``: the case was built so that the statement must fail (a model that violates the on-model
+  structure, a critical point without alignment, a widening with dependent columns ...); ``expected`` is then
+  False, and a control that holds is as much a failure of the verification as a statement that fails where it
+  should hold. ``passed`` is ``holds == expected``.
+* ``trivial``: the verdict is implied without the statement's hypothesis, so it verifies nothing: rank J = n·k
+  (P = I; every target is aligned and statements 1–4 reduce to identities), or an identity that holds at every
+  θ by construction. A trustworthy verification has, for each statement, a non-trivial row that holds and a
+  control that fails.
+* ``quantities`` always carry ``p`` (parameters), ``nk`` (rows of J) and ``rank`` (rank J, None when not
+  computed), then the statement's own numbers.
+
+>>> r = StatementReport("1", "loss decomposition", "toy", {"p": 4, "nk": 6, "rank": 4, "gap": 1e-17},
+...                     {"rtol": 1e-8}, True)
+>>> r.passed, r.to_dict()["trivial"], r.control
+(True, False, False)
 >>> print(format_table([r]))  # doctest: +NORMALIZE_WHITESPACE
-statement            | setting | measured         | tolerance  | holds
----------------------+---------+------------------+------------+------
-1 loss decomposition | toy     | L=0.5, gap=1e-17 | rtol=1e-08 | yes
+statement            | setting | measured                     | tolerance  | trivial | holds
+---------------------+---------+------------------------------+------------+---------+------
+1 loss decomposition | toy     | p=4, nk=6, rank=4, gap=1e-17 | rtol=1e-08 | no      | yes
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 __all__ = ["StatementReport", "format_table", "format_value"]
 
@@ -56,6 +67,8 @@ class StatementReport:
         expected: whether it should hold here (False for the controls that must fail).
         notes: one sentence of context (what was compared, why a control must fail).
         series: longer data for figures (lists by name); saved to JSON, not shown in the table.
+        trivial: the verdict is implied without the hypothesis (rank J = n·k, or an identity by construction).
+        control: the case was built so that the statement must fail (default: ``not expected``).
     """
 
     statement: str
@@ -67,6 +80,12 @@ class StatementReport:
     expected: bool = True
     notes: str = ""
     series: dict[str, Any] = field(default_factory=dict)
+    trivial: bool = False
+    control: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        if self.control is None:
+            self.control = not self.expected
 
     @property
     def passed(self) -> bool:
@@ -86,7 +105,9 @@ class StatementReport:
     def __str__(self) -> str:
         tol = ", ".join(f"{k}={format_value(v)}" for k, v in self.tolerance.items())
         lines = [f"Statement {self.statement} ({self.name}) -- {self.setting}",
-                 f"  measured:  {self.measured()}", f"  tolerance: {tol}", f"  holds:     {self.verdict}"]
+                 f"  measured:  {self.measured()}", f"  tolerance: {tol}", f"  holds:     {self.verdict}",
+                 f"  trivial:   {'yes' if self.trivial else 'no'}; control: {'yes' if self.control else 'no'}; "
+                 f"expected: {'holds' if self.expected else 'fails'}"]
         if self.notes:
             lines.append(f"  note:      {self.notes}")
         return "\n".join(lines)
@@ -95,19 +116,20 @@ class StatementReport:
         return {"statement": self.statement, "name": self.name, "setting": self.setting,
                 "quantities": dict(self.quantities), "tolerance": dict(self.tolerance),
                 "holds": bool(self.holds), "expected": bool(self.expected), "passed": self.passed,
+                "control": bool(self.control), "trivial": bool(self.trivial),
                 "notes": self.notes, "series": dict(self.series)}
 
 
-def format_table(reports: Sequence[StatementReport], widths: Sequence[int] = (30, 40, 64, 24, 24)) -> str:
-    """A plain-text table: statement | setting | measured | tolerance | holds, one row per report.
+def format_table(reports: Sequence[StatementReport], widths: Sequence[int] = (30, 40, 64, 24, 7, 24)) -> str:
+    """A plain-text table: statement | setting | measured | tolerance | trivial | holds, one row per report.
 
     Long cells wrap inside their column (``widths``: the wrap width of each column), so no number is cut.
     """
-    header = ["statement", "setting", "measured", "tolerance", "holds"]
+    header = ["statement", "setting", "measured", "tolerance", "trivial", "holds"]
     rows = []
     for r in reports:
         tol = ", ".join(f"{k}={format_value(v)}" for k, v in r.tolerance.items())
-        cells = [f"{r.statement} {r.name}", r.setting, r.measured(), tol, r.verdict]
+        cells = [f"{r.statement} {r.name}", r.setting, r.measured(), tol, "YES" if r.trivial else "no", r.verdict]
         rows.append([_wrap(c, w) for c, w in zip(cells, widths)])
     col = [max([len(header[i])] + [len(line) for row in rows for line in row[i]]) for i in range(len(header))]
 
@@ -123,6 +145,4 @@ def format_table(reports: Sequence[StatementReport], widths: Sequence[int] = (30
 
 def _wrap(text: str, width: int) -> list[str]:
     """Wrap at ", " boundaries (a measured list) or spaces; a single long token stays whole."""
-    import textwrap
-
     return textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False) or [""]

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from dynamics.errors import DataError, InputError
-from theory import demos
+from theory import demos, demos_critical, demos_limits
 from theory.report import StatementReport
-from theory.symbolic import all_proofs
+from theory.symbolic import all_proofs, euler_identity
 
-__all__ = ["collect", "VerifyResult", "GROUPS"]
+__all__ = ["collect", "VerifyResult", "GROUPS", "coverage"]
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("decomposition", "critical", "plateau", "necessity", "width", "depth", "controls", "symbolic", "semeion")
+GROUPS = ("decomposition", "critical", "plateau", "necessity", "width", "depth", "controls", "limits", "symbolic",
+          "semeion")
 
 
 @dataclass
@@ -44,13 +45,24 @@ class VerifyResult:
         return all(r.passed for r in self.reports)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "reports": [r.to_dict() for r in self.reports], "skipped": self.skipped,
-                "seconds": self.seconds}
+        return {"passed": self.passed, "coverage": coverage(self.reports),
+                "reports": [r.to_dict() for r in self.reports], "skipped": self.skipped, "seconds": self.seconds}
 
 
 def _symbolic_reports(quick: bool) -> list[StatementReport]:
-    return [StatementReport(p.statement, f"sympy: {p.name}", p.setting, {"simplified_difference": p.difference},
-                            {"exact": 0.0}, p.holds, notes="exact algebra") for p in all_proofs(quick)]
+    """Exact sympy proofs: identities that hold at every θ by construction, so ``trivial`` (they prove the algebra,
+    not a measurement), plus the sigmoid-head Euler identity as their control (its difference is not 0)."""
+    rows = [StatementReport(p.statement, f"sympy: {p.name}", p.setting,
+                            {"p": None, "nk": None, "rank": None, "simplified_difference": p.difference},
+                            {"exact": 0.0}, p.holds, notes="exact algebra: an identity, true by construction",
+                            trivial=True) for p in all_proofs(quick)]
+    control = euler_identity(1, 1, head="sigmoid")
+    rows.append(StatementReport(control.statement, f"sympy: {control.name}", control.setting,
+                                {"p": None, "nk": None, "rank": None, "simplified_difference": "non-zero"},
+                                {"exact": 0.0}, control.holds, expected=False,
+                                notes=f"control: a sigmoid head breaks the Euler identity; difference "
+                                      f"{control.difference[:80]}"))
+    return rows
 
 
 def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
@@ -61,12 +73,13 @@ def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
         raise InputError(f"unknown verification groups {sorted(unknown)}; choose from {list(GROUPS)}")
     runners = {
         "decomposition": lambda: demos.demo_random_points(seed) + demos.demo_trajectory(seed, quick),
-        "critical": lambda: demos.demo_sufficiency(seed, quick),
-        "plateau": lambda: demos.demo_plateau(seed, quick),
-        "necessity": lambda: [demos.demo_necessity(seed=seed, quick=quick)],
+        "critical": lambda: demos_critical.demo_sufficiency(seed, quick),
+        "plateau": lambda: demos_critical.demo_plateau(seed, quick),
+        "necessity": lambda: [demos_critical.demo_necessity(seed=seed, quick=quick)],
         "width": lambda: demos.demo_width_sweep(seed, quick),
         "depth": lambda: demos.demo_depth(seed),
         "controls": lambda: demos.demo_controls(seed),
+        "limits": lambda: demos_limits.demo_limits(seed, quick),
         "symbolic": lambda: _symbolic_reports(quick),
     }
     result = VerifyResult(reports=[])
@@ -75,7 +88,7 @@ def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
         if group == "semeion":
             root = data_root if data_root is not None else os.environ.get("DYNAMICS_DATA")
             try:
-                result.reports += demos.demo_semeion(root, seed=seed)
+                result.reports += demos_critical.demo_semeion(root, seed=seed)
             except DataError as exc:  # absent or corrupt files; anything else is a real failure
                 result.skipped.append(f"Semeion: skipped ({exc})")
         else:
@@ -85,3 +98,22 @@ def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
     order = {s: i for i, s in enumerate("1234567")}
     result.reports.sort(key=lambda r: (order.get(r.statement, 9), not r.expected))
     return result
+
+
+def coverage(reports: Sequence[StatementReport]) -> dict[str, dict[str, bool]]:
+    """Per statement: whether it has a non-trivial row that holds and a control that fails (what makes the
+    verification able to fail).
+
+    >>> ok = StatementReport("1", "x", "", {}, {}, True)
+    >>> ctl = StatementReport("1", "x", "", {}, {}, False, expected=False)
+    >>> coverage([ok, ctl])["1"]
+    {'non_trivial_holds': True, 'control_fails': True}
+    """
+    out: dict[str, dict[str, bool]] = {}
+    for r in reports:
+        c = out.setdefault(r.statement, {"non_trivial_holds": False, "control_fails": False})
+        if r.expected and r.holds and not r.trivial:
+            c["non_trivial_holds"] = True
+        if r.control and not r.holds:
+            c["control_fails"] = True
+    return out

@@ -33,7 +33,7 @@ from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
 
-__all__ = ["LossDecomposition", "loss_decomposition_terms"]
+__all__ = ["LossDecomposition", "loss_decomposition_terms", "square_loss_gradient", "autograd_square_loss_gradient"]
 
 
 @dataclass
@@ -51,6 +51,10 @@ class LossDecomposition:
         sigma_min: σ₊, smallest singular value counted in the rank (None if rank 0).
         upper_bound: misalignment_term + gradient_norm² / (2 σ₊²) (inf if rank 0).
         rank, rank_tolerance: numerical rank of J and the σ threshold that decided it.
+        p, nk: columns and rows of J.
+        gradient_mismatch: ‖Jᵀ(f_X − Y) − ∇L_autograd‖ / (‖J‖_F ‖f_X − Y‖): the gradient used here against an
+            independent reverse-mode gradient of L on the same function (rounding: ≲ nk·eps ≈ 1e-13).
+        accuracy: the column space's stated floating-point accuracy (relative, see ColumnSpace.accuracy).
     """
 
     loss: float
@@ -64,6 +68,15 @@ class LossDecomposition:
     upper_bound: float
     rank: int
     rank_tolerance: float
+    p: int = 0
+    nk: int = 0
+    gradient_mismatch: float = 0.0
+    accuracy: float = 0.0
+
+    @property
+    def trivial(self) -> bool:
+        """rank J = n·k: P = I, the misalignment term is 0 and the decomposition reduces to L = ½‖f − Y‖²."""
+        return self.rank == self.nk
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -96,7 +109,7 @@ def loss_decomposition_terms(model: nn.Module, x, y, params: ParamSpec = None, b
     rank_rtol = check_positive_tolerance(rank_rtol, "rank_rtol")
     op = JacobianOperator(model, x, params=params, bn_mode=bn_mode, dtype=dtype)
     Y = normalise_targets(y, op.n, op.k).reshape(-1)
-    J = op.dense()
+    J = op.dense().to(torch.float64)
     cs = ColumnSpace.from_jacobian(J, rtol=rank_rtol)
     f = op.outputs.reshape(-1).to(torch.float64)
     Y = Y.to(f.device)
@@ -107,9 +120,38 @@ def loss_decomposition_terms(model: nn.Module, x, y, params: ParamSpec = None, b
     f_norm = float(f.norm())
     out_res = cs.residual(f) / f_norm if f_norm > 0 else cs.residual(f)
     with exact_matmul():
-        grad = float((J.to(torch.float64).T @ diff).norm())
+        g = square_loss_gradient(J, f, Y)
+    reference = autograd_square_loss_gradient(op, Y)
+    scale = float(J.norm()) * float(diff.norm())
+    mismatch = float((g - reference).norm()) / scale if scale > 0 else float((g - reference).norm())
+    grad = float(g.norm())
     upper = mis + grad ** 2 / (2 * cs.sigma_min ** 2) if cs.sigma_min else math.inf
     return LossDecomposition(loss=loss, fit_term=fit, misalignment_term=mis, gap=loss - fit - mis,
                              output_residual=out_res, alignment_residual=cs.relative_residual(Y),
                              gradient_norm=grad, sigma_min=cs.sigma_min, upper_bound=upper, rank=cs.rank,
-                             rank_tolerance=cs.tolerance)
+                             rank_tolerance=cs.tolerance, p=op.p, nk=op.n * op.k, gradient_mismatch=mismatch,
+                             accuracy=cs.accuracy)
+
+
+def square_loss_gradient(J: torch.Tensor, f: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """∇L = Jᵀ(f_X − Y) for L = ½‖f_X − Y‖² (J (nk, p), f and Y (nk,), sample-major), float64.
+
+    >>> J = torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> square_loss_gradient(J, torch.tensor([1.0, 1.0], dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    tensor([1., 3.], dtype=torch.float64)
+    """
+    return J.T @ (f - Y)
+
+
+def autograd_square_loss_gradient(op: JacobianOperator, Y: torch.Tensor) -> torch.Tensor:
+    """∇L of L(θ) = ½‖f_X(θ) − Y‖² by one reverse-mode pass through the same function as J (same parameters,
+    BatchNorm semantics and dtype), flattened in J's column order; float64. An independent check of
+    :func:`square_loss_gradient`."""
+    sf = op.stacked
+    theta = {name: t.detach().clone().requires_grad_(True) for name, t in sf.theta.items()}
+    with torch.enable_grad():
+        out = sf.evaluate(theta).to(torch.float64)
+        loss = 0.5 * (out - Y.to(out)).pow(2).sum()
+        grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(t)).reshape(-1).to(torch.float64)
+                      for g, t in zip(grads, theta.values())])
