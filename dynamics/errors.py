@@ -50,3 +50,8 @@ class RunStateError(DynamicsError):
 
 class NonFiniteError(DynamicsError):
     """A loss or quantity became NaN/inf during a computation."""
+
+
+class ModelModifiedError(DynamicsError):
+    """A check changed the model it checks (a parameter or a buffer such as BatchNorm running statistics was
+    written): a bug in the toolkit, never the user's; the numbers of that check are not trustworthy."""

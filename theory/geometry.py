@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dynamics.conditions.column_space import ColumnSpace
+from dynamics.conditions.guard import guarded
 from dynamics.conditions.targets import normalise_targets
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.parameters import ParamSpec
@@ -107,6 +108,7 @@ class LossGeometry:
         return 0.5 * float(self.y.pow(2).sum())
 
 
+@guarded
 def loss_geometry(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: Optional[str] = None,
                   rank_rtol: Optional[float] = None) -> LossGeometry:
     """Evaluate f_X, Y, J, P at the model's current parameters, in float64 (the model is not modified).

@@ -67,6 +67,7 @@ from torch import nn
 from dynamics.conditions.column_space import ColumnSpace, check_positive_tolerance
 from dynamics.conditions.gram import (PER_SAMPLE_BN_MODES, block_samples_for, column_gram, default_subset,
                                       gram_bytes, minimum_subset, row_gram)
+from dynamics.conditions.guard import guarded
 from dynamics.conditions.reports import AlignmentReport
 from dynamics.conditions.targets import normalise_targets
 from dynamics.engine.jacobian import JacobianOperator
@@ -107,6 +108,7 @@ def choose_method(m: int, p: int, memory_budget: int = DEFAULT_ALIGNMENT_MEMORY_
     return "lsqr"
 
 
+@guarded
 def check_alignment(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: Optional[str] = None,
                     method: str = "auto", rtol: Optional[float] = None, dtype: torch.dtype = torch.float64, *,
                     rank_rtol: Optional[float] = None, memory_budget: Optional[int] = None,
@@ -234,7 +236,9 @@ def _gram(model, op: JacobianOperator, Y: torch.Tensor, rank_rtol, budget: int, 
           "method='subset' (a lower bound from fewer samples needs the same p x p Gram) or method='lsqr'")
     acc = column_gram(model, op.stacked.x, Y, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
                       block_samples=block_samples_for(op.k, p, budget // 4))
+    t_eig = time.perf_counter()
     cs = ColumnSpace.from_gram(acc.gram, "columns", (m, p), op.dtype, rank_rtol)
+    t_eig = time.perf_counter() - t_eig
     r = cs.relative_residual_from_adjoint(acc.y_norm2, acc.jt_y)
     explicit = _explicit_residual(op, Y, cs.least_squares(acc.jt_y))
     fields = _exact_fields(min(explicit, math.sqrt(r * r + cs.accuracy)), cs.accuracy, cs)
@@ -242,7 +246,8 @@ def _gram(model, op: JacobianOperator, Y: torch.Tensor, rank_rtol, budget: int, 
     # bound is sqrt(r² − accuracy); the upper bound is the smaller of sqrt(r² + accuracy) and the explicit
     # ‖Y − J z‖/‖Y‖ at the least-squares z (rigorous for any z, accurate when r is small)
     fields.update(residual_lower=math.sqrt(max(r * r - cs.accuracy, 0.0)), residual_upper=fields["residual"])
-    fields["notes"].append(f"JᵀJ accumulated over {acc.rows} rows in {acc.seconds:.1f} s; r from the Gram "
+    fields["notes"].append(f"JᵀJ accumulated over {acc.rows} rows in {acc.seconds:.1f} s, eigendecomposition "
+                           f"{t_eig:.1f} s; r from the Gram "
                            f"formula {r:.4g}, explicit ‖Y − J z‖/‖Y‖ {explicit:.4g}")
     return fields
 
@@ -282,13 +287,16 @@ def _subset(model, op: JacobianOperator, Y: torch.Tensor, rtol: float, rank_rtol
     S = torch.randperm(n, generator=gen)[:size].sort().values
     acc = column_gram(model, op.stacked.x, Y, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
                       block_samples=block_samples_for(k, p, budget // 4), indices=S)
+    t_eig = time.perf_counter()
     cs = ColumnSpace.from_gram(acc.gram, "columns", (size * k, p), op.dtype, rank_rtol)
+    t_eig = time.perf_counter() - t_eig
     r_s = cs.relative_residual_from_adjoint(acc.y_norm2, acc.jt_y)
     y_norm = float(Y.norm())
     lower = math.sqrt(max(r_s * r_s - cs.accuracy, 0.0) * acc.y_norm2) / y_norm
     upper = _explicit_residual(op, Y, cs.least_squares(acc.jt_y))
     notes = [f"lower bound r_S·‖Y_S‖/‖Y‖ from |S| = {size} samples (r_S = {r_s:.4g}, rank J_S = {cs.rank}); "
-             f"upper bound ‖Y − J z_S‖/‖Y‖ at the least-squares solution on S"]
+             f"upper bound ‖Y − J z_S‖/‖Y‖ at the least-squares solution on S",
+             f"times: J_SᵀJ_S over blocks {acc.seconds:.1f} s, eigendecomposition {t_eig:.1f} s"]
     return dict(residual=upper, residual_lower=lower, residual_upper=upper, accuracy=cs.accuracy, trivial=False,
                 rank=cs.rank, sigma_min=cs.sigma_min, sigma_min_source="exact on S", sigma_max=cs.sigma_max,
                 tolerance=cs.tolerance, route=cs.route, iterations=None, istop=None, optimality=None,

@@ -51,9 +51,11 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import nn
 
+from dynamics.conditions.guard import guarded
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError, MethodError
@@ -118,6 +120,16 @@ def _as_matrix(J: Array, what: str) -> torch.Tensor:
                              f"(check the model's parameters and inputs for NaN/inf, or lower the learning rate "
                              f"of the run that produced them)")
     return J
+
+
+def _eigh(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric float64 G. On the CPU LAPACK's divide and conquer
+    (``dsyevd``) through SciPy on a copy it may overwrite: about 2× faster than ``torch.linalg.eigh`` and one
+    p × p workspace less at p ≈ 20,000."""
+    if G.device.type != "cpu":
+        return torch.linalg.eigh(G)
+    lam, vec = scipy.linalg.eigh(G.numpy().copy(order="F"), overwrite_a=True, check_finite=False, driver="evd")
+    return torch.from_numpy(lam), torch.from_numpy(vec)
 
 
 def _rank_rule(sv: torch.Tensor, m: int, p: int, stored: torch.dtype, method: str,
@@ -244,8 +256,9 @@ class ColumnSpace:
         size = m if side == "rows" else p
         if G.shape != (size, size):
             raise InputError(f"a {side} Gram of a {m} x {p} Jacobian must be {size} x {size}, got {tuple(G.shape)}")
-        G = 0.5 * (G + G.T)
-        lam, vec = torch.linalg.eigh(G)
+        if not torch.equal(G, G.T):
+            G = 0.5 * (G + G.T)
+        lam, vec = _eigh(G)
         lam, vec = lam.flip(0), vec.flip(1)              # descending
         sv = lam.clamp_min(0.0).sqrt()
         rank, tol, rel = _rank_rule(sv, m, p, stored, "gram", rtol)
@@ -324,6 +337,7 @@ class ColumnSpace:
         ])
 
 
+@guarded
 def column_space(model: nn.Module, x, params: ParamSpec = None, bn_mode: Optional[str] = None,
                  dtype: torch.dtype = F64, rtol: Optional[float] = None, method: str = "gram") -> ColumnSpace:
     """Col J(θ) of a model on inputs ``x``: builds the dense J with :func:`dynamics.jacobian`, then

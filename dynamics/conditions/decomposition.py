@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dynamics.conditions.column_space import ColumnSpace, check_positive_tolerance
+from dynamics.conditions.guard import guarded
 from dynamics.conditions.targets import normalise_targets
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.parameters import ParamSpec
@@ -95,6 +96,7 @@ class LossDecomposition:
         ])
 
 
+@guarded
 def loss_decomposition_terms(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: Optional[str] = None,
                              dtype: torch.dtype = torch.float64, rank_rtol: Optional[float] = None
                              ) -> LossDecomposition:

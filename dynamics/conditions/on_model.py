@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from dynamics.conditions.column_space import check_positive_tolerance
+from dynamics.conditions.guard import guarded
 from dynamics.conditions.reports import Candidate, OnModelReport
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.parameters import group_by_module, select_parameters
@@ -65,6 +66,7 @@ def default_on_model_rtol(dtype: torch.dtype) -> float:
     return 1e-8 if dtype == torch.float64 else 1e-4
 
 
+@guarded
 def check_on_model_structure(model: nn.Module, x, subset: SubsetSpec = "auto", bn_mode: Optional[str] = None,
                              rtol: Optional[float] = None, dtype: torch.dtype = torch.float64,
                              scales: Iterable[float] = (0.5, 2.0, 3.0)) -> OnModelReport:
