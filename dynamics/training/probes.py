@@ -1,47 +1,60 @@
 """Probes: the conditions measured on a fixed subset of the training set during training.
 
-On ``n_probe`` fixed training points (chosen once from the seed) the probe computes, in float64, the empirical
-NTK Θ = J Jᵀ (nk × nk, sample-major) of the model w.r.t. all trainable parameters and its eigendecomposition
-Θ = U Λ Uᵀ. With rank r = #{λ_i > rtol² λ_max} (σ_i = √λ_i are J's singular values, so this is the rank of J with
-relative tolerance ``rtol`` on σ) and P = U_r U_rᵀ the projector onto Col J:
+On ``n_probe`` fixed training points S (chosen once from the seed) the probe computes, in float64, the empirical
+NTK Θ = J_S J_Sᵀ (m·k × m·k, sample-major, m = n_probe) w.r.t. all trainable parameters and its column space with
+the toolkit's one rank/projector rule (:meth:`dynamics.conditions.ColumnSpace.from_gram`; rank, tolerance and
+σ_min as every other check reports them). With P the projector onto Col J_S and Y_S the one-hot targets:
 
-* ``alignment_residual`` = ‖(I − P)Y‖ / ‖Y‖ (Y = one-hot targets, sample-major), ``rank`` = r,
-  ``sigma_min`` = √λ_r (smallest non-zero singular value of J);
+* ``alignment_residual`` = r_S = ‖(I − P)Y_S‖ / ‖Y_S‖ on the probe set (exact, float64);
+* ``alignment_trivial``: True when m·k ≤ p. Then J_S generically has full row rank, r_S = 0 for *any*
+  network, trained or not, and r_S says nothing (``alignment_note`` says so; do not plot it);
+* ``alignment_lower_bound`` = r_S·‖Y_S‖/‖Y‖ (None when trivial): a rigorous lower bound on the alignment
+  residual of the WHOLE training set (any z with Y = J z gives Y_S = J_S z, so dist(Y, Col J) ≥
+  dist(Y_S, Col J_S)); for one-hot targets ‖Y‖ = √n_train. It can be positive only when m·k > p, i.e. with
+  ``probe_size ≥ ⌊p/k⌋ + 1`` (``alignment_min_probe_size``), which needs an NTK of about p rows;
+* ``rank``, ``sigma_min``, ``sigma_max``, ``rank_tolerance``, ``p``, ``rows`` (= m·k);
 * ``loss_fit`` = ½‖P(f − Y)‖², ``loss_floor`` = ½‖(I − P)Y‖², ``square_loss`` = ½‖f − Y‖² (sums over the probe
-  points, not means; under the on-model structure square_loss = loss_fit + loss_floor);
+  points; under the on-model structure square_loss = loss_fit + loss_floor);
 * ``on_model_residual``: ‖f − J_S θ_S‖/‖f‖ from :func:`dynamics.check_on_model_structure` (S found
-  automatically), or with S = the read-out (and ζ) when the conditions module is unavailable;
+  automatically; for f̃ = f + g, S = the read-out of f and ζ);
 * ``kernel_distance`` = 1 − ⟨Θ_0, Θ_t⟩_F / (‖Θ_0‖_F ‖Θ_t‖_F) to the NTK at epoch 0 (after the switch Θ_t is the
   kernel of f̃ = f + g, all parameters).
 
 BatchNorm: probes use ``bn_mode="eval"`` (running statistics). It is the function used at test time and a
-per-sample function, so the numbers do not depend on which other points are in the probe set; "batch"/"frozen"
-would describe the function of the probe batch as a whole, which no training step ever sees either.
+per-sample function, so the numbers do not depend on which other points are in the probe set.
 
-Cost: one float64 NTK of nk rows plus an nk × nk eigendecomposition. ``max_rows`` bounds nk (a larger probe is
-refused), and each record carries its ``time_s``; the runner reports the total in the summary.
+Cost: one float64 NTK of m·k rows plus an m·k × m·k eigendecomposition. ``max_rows`` bounds m·k (a larger probe is
+refused), and each record carries its ``time_s``.
 
 >>> import torch
 >>> from torch import nn
->>> net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2))
+>>> net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2))          # p = 98
 >>> rec = measure(net, torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]), num_classes=2)
->>> rec["rank"], rec["alignment_residual"] < 1e-6
-(10, True)
+>>> rec["rank"], rec["alignment_trivial"], rec["alignment_lower_bound"]          # 10 rows: r = 0 for any net
+(10, True, None)
+>>> rec = measure(net, torch.randn(80, 3), torch.randint(0, 2, (80,)), num_classes=2, n_train=1000)
+>>> rec["alignment_trivial"], 0 < rec["alignment_lower_bound"] < rec["alignment_residual"]
+(False, True)
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
-from typing import Any
+from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
+from dynamics.conditions.column_space import ColumnSpace
+from dynamics.conditions.on_model import check_on_model_structure
+from dynamics.engine.ntk import ntk
 from dynamics.errors import InputError
+from dynamics.training.framework import on_model_subset
 
-__all__ = ["measure", "Probe", "bn_mode_for", "ntk_matrix", "on_model_subset"]
+__all__ = ["measure", "Probe", "bn_mode_for", "ntk_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -53,93 +66,65 @@ def bn_mode_for(model: nn.Module) -> str | None:
 
 def ntk_matrix(model: nn.Module, x: torch.Tensor, bn_mode: str | None) -> torch.Tensor:
     """Θ (nk, nk) float64, sample-major, w.r.t. all parameters with requires_grad."""
-    try:
-        from dynamics.engine.ntk import ntk
-    except ImportError:  # the kernel module of the engine is optional here: J Jᵀ is the same matrix
-        from dynamics.engine.jacobian import jacobian
-
-        j = jacobian(model, x, bn_mode=bn_mode, dtype=torch.float64)
-        return j @ j.T
     k = ntk(model, x, bn_mode=bn_mode, dtype=torch.float64)
     n, _, kk, _ = k.shape
     return k.permute(0, 2, 1, 3).reshape(n * kk, n * kk)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    import copy
-
     m = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         return m(x.double()).reshape(len(x), -1)
 
 
-def on_model_subset(model: nn.Module) -> list[str] | str:
-    """S for the on-model check: ``"auto"`` for a plain model; for f̃ = f + g the read-out of f together with ζ
-    (f is 1-homogeneous in its read-out and g in ζ, so f̃ is in their union; no single group covers both)."""
-    from dynamics.training.framework import AugmentedModel, _last_linear
-
-    if not isinstance(model, AugmentedModel):
-        return "auto"
-    readout = getattr(model.base, "readout", None) or _last_linear(model.base)
-    ids = {id(p) for p in readout.parameters()}
-    return [n for n, p in model.named_parameters() if id(p) in ids or n == "zeta"]
-
-
-def _on_model(model: nn.Module, x: torch.Tensor, bn_mode: str | None) -> tuple[float, bool | None, str]:
+def _on_model(model: nn.Module, x: torch.Tensor, bn_mode: str | None) -> tuple[float, bool, str]:
     subset = on_model_subset(model)
-    try:
-        from dynamics.conditions.on_model import check_on_model_structure
-    except ImportError:
-        check_on_model_structure = None
-    if check_on_model_structure is not None:
-        rep = check_on_model_structure(model, x, subset=subset, bn_mode=bn_mode)
-        res = getattr(rep, "euler_residual", getattr(rep, "residual", float("nan")))
-        return float(res), bool(rep.holds), f"dynamics.check_on_model_structure(subset={subset!r})"
-    from dynamics.engine.jacobian import JacobianOperator
-
-    names = subset if isinstance(subset, list) else [
-        n for n, p in model.named_parameters() if p.requires_grad and n.startswith("readout.")]
-    if not names:
-        return float("nan"), None, "no read-out found"
-    op = JacobianOperator(model, x, params=names, bn_mode=bn_mode, dtype=torch.float64)
-    f = op.outputs.reshape(-1)
-    res = float((f - op @ op.theta).norm() / f.norm().clamp_min(1e-300))
-    return res, res < 1e-8, f"S = {names}, residual ‖f − J_S θ_S‖/‖f‖"
+    rep = check_on_model_structure(model, x, subset=subset, bn_mode=bn_mode)
+    return float(rep.euler_residual), bool(rep.holds), f"dynamics.check_on_model_structure(subset={subset!r})"
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, rtol: float | None = None,
-            theta0: torch.Tensor | None = None, on_model: bool = True) -> dict[str, Any]:
+            theta0: torch.Tensor | None = None, on_model: bool = True, n_train: Optional[int] = None
+            ) -> dict[str, Any]:
     """The probe quantities of ``model`` on (x, y) (see the module docstring); y int64 (n,) labels.
 
-    Returns a JSON-ready dict; ``"_ntk"`` holds Θ (removed by :class:`Probe` before writing).
+    ``n_train``: size of the training set the probe points come from (for the lower bound; default: the probe
+    set itself). ``rtol``: relative rank threshold (default: ColumnSpace's). Returns a JSON-ready dict;
+    ``"_ntk"`` holds Θ (removed by :class:`Probe` before writing).
     """
     t0 = time.perf_counter()
     bn_mode = bn_mode_for(model)
     theta = ntk_matrix(model, x, bn_mode)
-    nk = theta.shape[0]
-    lam, u = torch.linalg.eigh(theta)
-    lam_max = float(lam[-1]) if nk else 0.0
-    if rtol is None:
-        rtol = float(np.sqrt(nk * np.finfo(np.float64).eps * 10))
-    keep = lam > (rtol**2) * lam_max
-    rank = int(keep.sum())
-    ur = u[:, keep]
+    rows = theta.shape[0]
+    p = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    cs = ColumnSpace.from_gram(theta, "rows", (rows, p), rtol=rtol)
     yv = nn.functional.one_hot(y.long(), num_classes).double().reshape(-1).to(theta.device)
     f = _outputs(model, x).reshape(-1).to(theta.device)
-    proj = lambda v: ur @ (ur.T @ v)  # noqa: E731
-    floor = yv - proj(yv)
+    r_s = cs.relative_residual(yv)
+    m = len(x)
+    n_train = m if n_train is None else int(n_train)
+    trivial = rows <= p
+    min_size = p // num_classes + 1
     rec: dict[str, Any] = {
-        "alignment_residual": float(floor.norm() / yv.norm()),
-        "rank": rank,
-        "rows": nk,
-        "sigma_min": float(lam[keep][0].sqrt()) if rank else 0.0,
-        "sigma_max": float(np.sqrt(max(lam_max, 0.0))),
-        "rtol": rtol,
-        "loss_fit": float(0.5 * proj(f - yv).square().sum()),
-        "loss_floor": float(0.5 * floor.square().sum()),
+        "alignment_residual": r_s,
+        "alignment_trivial": trivial,
+        "alignment_lower_bound": None if trivial else r_s * math.sqrt(m / n_train),
+        "alignment_min_probe_size": min_size,
+        "alignment_note": (f"trivial at this size: {m} probe points x {num_classes} outputs = {rows} <= p = {p}, so "
+                           f"r = 0 for any network; a lower bound on the training set needs probe_size >= {min_size}"
+                           if trivial else f"r_S on {m} probe points bounds the training-set residual from below"),
+        "rank": cs.rank,
+        "rows": rows,
+        "p": p,
+        "sigma_min": cs.sigma_min if cs.sigma_min is not None else 0.0,
+        "sigma_max": cs.sigma_max,
+        "rank_tolerance": cs.tolerance,
+        "rtol": cs.rtol,
+        "loss_fit": 0.5 * float(cs.project(f - yv).square().sum()),
+        "loss_floor": 0.5 * cs.residual(yv) ** 2,
         "square_loss": float(0.5 * (f - yv).square().sum()),
         "bn_mode": bn_mode,
-        "n_probe": len(x),
+        "n_probe": m,
     }
     if on_model:
         rec["on_model_residual"], rec["on_model_holds"], rec["on_model_method"] = _on_model(model, x, bn_mode)
@@ -170,6 +155,7 @@ class Probe:
             raise InputError(f"probe_size={size} with {num_classes} classes gives an NTK of {size * num_classes} "
                              f"rows, above the bound max_rows={max_rows}; lower probe_size to at most "
                              f"{max_rows // num_classes}")
+        self.n_train = len(x_train)
         g = torch.Generator().manual_seed(seed + 7)
         self.indices = torch.randperm(len(x_train), generator=g)[:size].sort().values
         self.x, self.y = x_train[self.indices.to(x_train.device)], y_train[self.indices.to(y_train.device)]
@@ -183,7 +169,7 @@ class Probe:
 
     def __call__(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         """The probe record for ``metrics.jsonl`` (``type="probe"``)."""
-        rec = measure(model, self.x, self.y, self.num_classes, theta0=self.theta0)
+        rec = measure(model, self.x, self.y, self.num_classes, theta0=self.theta0, n_train=self.n_train)
         theta = rec.pop("_ntk")
         if self.theta0 is None:
             self.theta0 = theta.cpu()
