@@ -7,27 +7,32 @@ import torch
 from dynamics.conditions.targets import TargetError, normalise_targets
 
 
+@pytest.mark.exact  # casts, reshapes and one-hot: exact operations
 def test_float_matrix_passes_through_as_float64():
     y = torch.randn(4, 3)
     Y = normalise_targets(y, 4, 3)
     assert Y.dtype == torch.float64 and torch.equal(Y, y.double())
 
 
+@pytest.mark.exact  # casts, reshapes and one-hot: exact operations
 def test_integer_labels_become_one_hot_rows_when_k_above_one():
     Y = normalise_targets(np.array([1, 0, 2, 1]), 4, 3)
     assert torch.equal(Y, torch.eye(3, dtype=torch.float64)[[1, 0, 2, 1]])
 
 
+@pytest.mark.exact  # casts, reshapes and one-hot: exact operations
 def test_vector_is_a_column_when_k_is_one_for_floats_and_integers():
     assert torch.equal(normalise_targets(torch.tensor([0.5, -1.0]), 2, 1), torch.tensor([[0.5], [-1.0]]).double())
     assert torch.equal(normalise_targets(torch.tensor([3, 7]), 2, 1), torch.tensor([[3.0], [7.0]]).double())
 
 
+@pytest.mark.exact  # casts, reshapes and one-hot: exact operations
 def test_trailing_dimensions_are_flattened_row_major_like_model_outputs():
     y = torch.arange(12.0).reshape(2, 2, 3)
     assert torch.equal(normalise_targets(y, 2, 6), y.reshape(2, 6).double())
 
 
+@pytest.mark.exact  # casts, reshapes and one-hot: exact operations
 def test_integer_matrix_is_cast_to_float():
     y = torch.tensor([[0, 1], [1, 0]])
     assert torch.equal(normalise_targets(y, 2, 2), y.double())

@@ -89,7 +89,7 @@ def test_necessity_fails_for_sigmoid_head_exact_fit():
     x = torch.randn(40, 3, dtype=torch.float64)
     y = _outputs(model, x)
     rep = check_necessity(model, x, y, expected=False)
-    assert rep.quantities["fit_residual"] == 0
+    assert rep.quantities["fit_residual"] <= 1e-15   # Y is f_X itself, evaluated again: rounding at most
     assert not rep.holds and rep.passed and rep.quantities["r"] > 1e-4
 
 

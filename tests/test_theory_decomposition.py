@@ -106,7 +106,7 @@ def test_gradient_bound_lower_side_fails_at_an_unaligned_zero_loss_point():
         y = model(x)
     rep = check_gradient_bound(model, x, y)
     assert not rep.holds
-    assert rep.quantities["L"] == 0 and rep.quantities["lower"] > 1e-4
+    assert rep.quantities["L"] <= 1e-28 and rep.quantities["lower"] > 1e-4   # Y := f_X: L is rounding at most
 
 
 def test_bound_verdict_fails_when_the_loss_is_perturbed_below_the_lower_or_above_the_upper_side():
