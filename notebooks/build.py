@@ -18,6 +18,11 @@ QUICK = True  # the smaller runs of theory.demos (same checks, same tolerances);
 
 SOURCE = "*Statements derived from the definitions in Kawaguchi, Zhang & Deng (2022); see `THEORY.md`.*"
 
+TRIVIAL = ("**Reading the rows.** Each row says whether it could have failed: `trivial` is yes when the verdict "
+           "is implied without the hypothesis (rank J = n·k, so P = I and every target lies in Col J; or an identity "
+           "true by construction), and a *control* is a case built so that the statement must fail. A trustworthy "
+           "check has a non-trivial row that holds and a control that fails.")
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "01_loss_decomposition": [
         ("md", "# Statement 1: the loss decomposition\n\n" + SOURCE + "\n\n"
@@ -27,10 +32,13 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "$$L(\\theta) = \\tfrac12\\|P(f_X - Y)\\|^2 + \\tfrac12\\|(I-P)Y\\|^2 .$$\n\n"
                "The second term does not depend on how well the model fits inside Col J: it is the part of the "
                "loss no movement along Col J(θ) can remove."),
-        ("md", "**Setup.** (a) Random θ: an MLP with ReLU and a small ResNet with BatchNorm in eval mode. "
+        ("md", "**Setup.** (a) Random θ on a small ResNet with BatchNorm in eval mode: with J over all 19,579 "
+               "parameters on 6 images (rank J = nk = 18: trivial, and the table says so), and with J over the "
+               "read-out on 60 images (p = 99 < nk = 180: non-trivial). "
                "(b) Every 150 steps of full-batch gradient descent on an MLP 3-4-4-2 (tanh) with n = 40 teacher "
                "targets (nk = 80 > p = 46, so the second term is not zero). (c) A control: a sigmoid head breaks "
-               "the assumption (f_X ∉ Col J), and the identity must fail. (d) The exact identity in sympy."),
+               "the assumption (f_X ∉ Col J), and the identity must fail. (d) The exact identity in sympy.\n\n"
+               + TRIVIAL),
         ("code", PREAMBLE),
         ("code", "from theory.report import format_table\n"
                  "from theory.demos import demo_controls, demo_random_points, demo_trajectory\n"
@@ -50,7 +58,9 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "The lower side is statement 1; the upper side holds because ∇L = JᵀP(f_X − Y) and ‖Jᵀu‖ ≥ σ₊‖u‖ "
                "on Col J. Along any dynamics with ‖∇L‖ → 0, L approaches ½ dist(Y, Col J(θ_t))²."),
         ("md", "**Setup.** The gradient-descent run of notebook 01, checked at every recorded step. Control: a "
-               "sigmoid head with targets Y := f_X(θ): L = 0 but ½‖(I − P)Y‖² > 0, so the lower side fails."),
+               "sigmoid head with targets Y := f_X(θ): L = 0 but ½‖(I − P)Y‖² > 0, so the lower side fails. The "
+               "gradient in the bound, Jᵀ(f_X − Y), is checked against an independent autograd gradient of L "
+               "(a sign error there is caught).\n\n" + TRIVIAL),
         ("code", PREAMBLE),
         ("code", "from theory.demos import demo_controls, demo_trajectory\n"
                  "bound = demo_trajectory(quick=QUICK)[1]\nprint(bound)"),
@@ -64,23 +74,29 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "$$L(\\bar\\theta) = \\tfrac12\\,\\mathrm{dist}(Y, \\mathrm{Col}\\,J(\\bar\\theta))^2 .$$\n\n"
                "If alignment holds there (Y ∈ Col J(θ̄), r = 0) the critical point is a global minimum, L = 0; "
                "if it fails, training stalls on a plateau at exactly that height."),
-        ("md", "**Setup.** L-BFGS in float64 to a numerical critical point (‖∇L‖/(σ_max‖Y‖) ≤ 1e-6): an MLP "
-               "3-16-1 on n = 12 (p > nk, aligned), a width-1 tanh bottleneck and the width-1 ReLU chain on "
-               "n = 30 (rank J ≤ 6 < nk: a plateau)."),
+        ("md", "**Setup.** L-BFGS in float64 to a numerical critical point (‖∇L‖/(σ_max‖Y‖) ≤ 1e-6), all in the "
+               "practical regime p < nk. A teacher-student MLP 3-3-1 (p = 16) on n = 30: from one initialisation "
+               "it reaches the teacher (aligned although rank J = 16 < 30, L = 0); from another the *same* "
+               "optimiser stops at a critical point with r > 0, where L = ½dist² > 0: sufficiency without its "
+               "hypothesis, the control. A width-1 tanh bottleneck and the width-1 ReLU chain on n = 30 "
+               "(rank J ≤ 6 < nk): plateaus at exactly ½dist².\n\n" + TRIVIAL),
         ("code", PREAMBLE),
-        ("code", "from theory.demos import demo_plateau, demo_sufficiency\nfrom theory.report import format_table\n"
-                 "aligned = demo_sufficiency(quick=QUICK)[:1]\nplateaus = demo_plateau(quick=QUICK)\n"
-                 "print(format_table(aligned + plateaus))"),
-        ("code", "from figures.plateau import plot\nplot(aligned + plateaus)"),
+        ("code", "from theory.demos_critical import demo_plateau, demo_sufficiency\n"
+                 "from theory.report import format_table\n"
+                 "aligned, control = demo_sufficiency(quick=QUICK)\nplateaus = demo_plateau(quick=QUICK)\n"
+                 "print(format_table([aligned] + plateaus + [control]))"),
+        ("code", "from figures.plateau import plot\nplot([aligned] + plateaus)"),
     ],
     "04_necessity": [
         ("md", "# Statement 4: necessity — zero loss implies alignment\n\n" + SOURCE + "\n\n"
                "**Statement.** Under the on-model structure, any θ with f_X(θ) = Y has Y = J_S θ_S ∈ Col J(θ): "
                "every zero-loss solution is aligned (r(θ) = 0)."),
-        ("md", "**Setup.** Five seeds of an MLP 3-16-1 trained by L-BFGS to zero loss; r at each solution. "
-               "Control: a sigmoid-head MLP with Y := f_X(θ) fits exactly but is not aligned."),
+        ("md", "**Setup.** Five teacher-student data sets (MLP 3-3-1, p = 16 < nk = 30) trained by L-BFGS to zero "
+               "loss; r at each solution, against the bound r ≤ ‖f_X − Y‖/‖Y‖ that the statement gives (the "
+               "tolerance follows the fit that was reached). rank J < nk, so alignment is not implied by the rank. "
+               "Control: a sigmoid-head MLP with Y := f_X(θ) fits exactly but is not aligned.\n\n" + TRIVIAL),
         ("code", PREAMBLE),
-        ("code", "from theory.demos import demo_controls, demo_necessity\n"
+        ("code", "from theory.demos import demo_controls\nfrom theory.demos_critical import demo_necessity\n"
                  "solutions = demo_necessity(quick=QUICK)\ncontrol = demo_controls()[2]\n"
                  "print(solutions)\nprint(control)"),
         ("code", "from figures.necessity import plot\nplot([solutions, control])"),
@@ -92,10 +108,14 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "and new ones are added: Col J ⊆ Col J̃. So r and the lower bound ½ dist(Y, Col J)² can only "
                "fall, and so can the loss at the next critical point reached from there."),
         ("md", "**Setup.** MLP 3-w-1 (tanh), n = 20. Train width 1 to a critical point, embed in width 2, "
-               "measure, train on, embed in width 3, … up to 8 (rank J reaches nk = 20)."),
+               "measure, train on, embed in width 3, … up to 8 (rank J reaches nk = 20). While rank J < nk a generic "
+               "widening must add rank. Control: widening the second layer of a width-1 ReLU chain adds only "
+               "dependent columns (every later unit sees the scalar relu(w_1ᵀx) and is 1-homogeneous in it), so "
+               "that claim must fail.\n\n" + TRIVIAL),
         ("code", PREAMBLE),
-        ("code", "from theory.demos import demo_width_sweep\nembedding, sweep = demo_width_sweep(quick=QUICK)\n"
-                 "print(embedding)\nprint(sweep)"),
+        ("code", "from theory.demos import demo_width_sweep\nfrom theory.report import format_table\n"
+                 "embedding, sweep, control = demo_width_sweep(quick=QUICK)\n"
+                 "print(format_table([embedding, sweep, control]))"),
         ("code", "from figures.width_sweep import plot\nplot(sweep)"),
     ],
     "06_depth_does_not_help": [
@@ -105,7 +125,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "of the d_x first-layer columns: rank J ≤ d_x for every depth (d_x + 1 with a first-layer bias). "
                "Duplicated neurons add parameters and dependent columns. The measure is dim Col J, not p."),
         ("md", "**Setup.** Chains of depth 1–10 on n = 24 Gaussian inputs for d_x ∈ {2, 3, 5} (and 3 with a "
-               "bias); an MLP with one hidden unit duplicated; the exact identities in sympy."),
+               "bias); an MLP with one hidden unit duplicated; the exact identities in sympy. Control: the chain with "
+               "its first layer widened to 2 units is no bottleneck, and its rank exceeds d_x.\n\n" + TRIVIAL),
         ("code", PREAMBLE),
         ("code", "from theory.demos import demo_depth\nfrom theory.report import format_table\n"
                  "reports = demo_depth()\nprint(format_table(reports))"),
@@ -120,9 +141,15 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                "1 − ⟨Θ_0, Θ_t⟩/(‖Θ_0‖‖Θ_t‖) clearly above 0), r(θ_t) changes, and statements 1–2 still hold "
                "at every step."),
         ("md", "**Setup.** The gradient-descent run of notebook 01 (MLP 3-4-4-2 tanh, lr = 0.5/λ_max(Θ_0)); "
-               "the kernel on the training inputs."),
+               "the kernel on the training inputs. Then two runs to their limit (momentum gradient descent, then "
+               "L-BFGS from where it stopped) whose kernel moves by ≥ 0.1: a student on a realisable teacher, whose "
+               "limit is aligned (r ≈ 0, loss ≈ 0), and one on a noisy teacher, whose limit is not (loss = "
+               "½dist(Y, Col J(θ_T))² > 0): the limit's own r decides the final loss. Control: the frozen-kernel "
+               "(NTK) prediction ½dist(Y, Col J(θ_0))² misses the final loss.\n\n" + TRIVIAL),
         ("code", PREAMBLE),
         ("code", "from theory.demos import demo_trajectory\nbeyond = demo_trajectory(quick=QUICK)[2]\nprint(beyond)"),
+        ("code", "from theory.demos_limits import demo_limits\nfrom theory.report import format_table\n"
+                 "print(format_table(demo_limits(quick=QUICK)))"),
         ("code", "from figures.beyond_ntk import plot\nplot(beyond)"),
     ],
 }

@@ -1,5 +1,6 @@
 """ColumnSpace (eigh of the smaller Gram) against a numpy SVD reference on matrices of known rank."""
 
+import json
 import math
 
 import numpy as np
@@ -163,7 +164,6 @@ def test_project_rejects_vector_of_wrong_length():
 
 
 def test_str_and_to_dict_are_readable_and_json_ready():
-    import json
 
     cs = ColumnSpace.from_jacobian(low_rank(5, 8, 2))
     text = str(cs)

@@ -14,6 +14,10 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+ipykernel_spec = pytest.importorskip("ipykernel.kernelspec")
+KernelSpecManager, NoSuchKernel = kernelspec.KernelSpecManager, kernelspec.NoSuchKernel
+install = ipykernel_spec.install
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*_*.ipynb"))
@@ -22,13 +26,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*_*.ipynb"))
 @pytest.fixture(scope="module")
 def kernel_name() -> str:
     """'python3' when it resolves to an ipykernel; installs the spec into sys.prefix when it is missing."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     try:
         KernelSpecManager().get_kernel_spec("python3")
     except NoSuchKernel:  # pragma: no cover - depends on the environment
-        from ipykernel.kernelspec import install
-
         install(prefix=sys.prefix)
     return "python3"
 

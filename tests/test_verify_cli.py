@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dynamics.cli import main
+from dynamics.errors import InputError
 from theory import verify
 from theory.report import StatementReport, format_table
 
@@ -71,8 +72,6 @@ def test_verify_exits_1_when_a_statement_fails(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_group_raises_input_error():
-    from dynamics.errors import InputError
-
     with pytest.raises(InputError, match="groups"):
         verify.collect(include=("nonsense",))
 

@@ -19,8 +19,6 @@ The control is the frozen-kernel (NTK) prediction ½dist(Y, Col J(θ_0))² of th
 
 from __future__ import annotations
 
-import torch
-
 from theory.beyond_ntk import check_limit
 from theory.demos_critical import student, teacher_student_data
 from theory.descent import gradient_descent, minimise
