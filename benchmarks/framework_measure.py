@@ -9,7 +9,8 @@ being refactored; it uses only the framework's public API (``switch``, ``run_cer
         --epochs 30 --variants base auto
 
 Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, zeta_step, wd2 (θ's weight
-decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by growth^(epoch − τ) in phase 2),
+decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by growth^(epoch − τ) in phase 2), final (ζ's step grows geometrically
+from zeta_step to this over phase 2, ``framework.zeta_lr``), zmom (ζ's momentum),
 features, max_block. Writes one JSON line per variant to ``--out``.
 """
 
@@ -25,7 +26,7 @@ from torch import nn
 
 import dynamics.data as dd
 import dynamics.models as dm
-from dynamics.training.framework import switch
+from dynamics.training.framework import switch, zeta_lr
 from dynamics.training.run_certificate import prediction_change, predictions, run_certificate
 
 
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace, data: tuple, variant: dict) -> dict:
             rec["switch"] = {k: info[k] for k in ("features", "scale", "zeta_step", "zeta_lr_times_scale_sq",
                                                     "training_rows_nnz", "feature_dim", "source")}
             rec["feature_certificate"] = info["certificate"]
-            opt.add_param_group({"params": [net.zeta], "weight_decay": 0.0, "lr": args.lr})
+            opt.add_param_group({"params": [net.zeta], "weight_decay": 0.0, "lr": args.lr,
+                                 "momentum": float(variant.get("zmom", 0.9))})
             if "wd2" in variant:
                 opt.param_groups[0]["weight_decay"] = float(variant["wd2"])
             loss_kind, indexed = variant.get("loss2", "ce"), True
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace, data: tuple, variant: dict) -> dict:
                 rec["cert_tau"] = run_certificate(net, x, y, None, None, info["certificate"], "tau").to_dict()
         if variant.get("modified") and epoch >= args.tau and "growth" in variant:
             opt.param_groups[-1]["lr"] = args.lr * float(variant["growth"]) ** (epoch - args.tau)
+        if variant.get("modified") and epoch >= args.tau and "final" in variant:
+            opt.param_groups[-1]["lr"] = zeta_lr(args.lr, epoch, args.tau, args.epochs,
+                                                 float(variant.get("zeta_step", 0.5)), float(variant["final"]))
         net.train()
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
         perm = torch.randperm(len(x), generator=g)
@@ -90,6 +95,8 @@ def run(args: argparse.Namespace, data: tuple, variant: dict) -> dict:
     pred = predictions(net, xt)
     rec["test_error"] = float((pred != yt.numpy()).mean())
     rec["_pred"] = pred
+    if variant.get("modified"):
+        rec["test_error_f_alone"] = float((predictions(net.base, xt) != yt.numpy()).mean())
     if variant.get("modified") and rec["feature_certificate"]["holds"]:
         c = run_certificate(net, x, y, xt, yt, rec["feature_certificate"], "end")
         rec["cert_end"] = c.to_dict()
@@ -121,15 +128,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="+", default=["base", "auto"])
     ap.add_argument("--out", default=None, help="append one JSON line per variant")
+    ap.add_argument("--base-predictions", default=None,
+                    help="a .npy file: written by the 'base' variant, read when 'base' is not among the variants")
     args = ap.parse_args()
     args.tau = args.epochs // 2 if args.tau is None else args.tau
     data = load(args.dataset, args.n, args.seed)
     base_pred = None
+    if args.base_predictions and "base" not in args.variants:
+        base_pred = np.load(args.base_predictions)
     for text in args.variants:
         rec = run(args, data, parse_variant(text))
         pred = rec.pop("_pred")
         if text == "base":
             base_pred = pred
+            if args.base_predictions:
+                np.save(args.base_predictions, pred)
         elif base_pred is not None:
             rec["test_predictions_changed"] = prediction_change(pred, base_pred)
         line = json.dumps(rec)

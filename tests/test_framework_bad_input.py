@@ -9,7 +9,7 @@ from torch import nn
 from dynamics.errors import ConfigError, InputError
 from dynamics.training.config import TrainConfig
 from dynamics.training.features import GaussianKernelFeatures
-from dynamics.training.framework import switch
+from dynamics.training.framework import switch, zeta_lr
 
 
 def _data(n=12):
@@ -94,6 +94,8 @@ def test_phase2_fields_are_validated():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_zeta_step_growth_below_one_is_refused():
-    with pytest.raises(ConfigError, match="zeta_step_growth"):
-        TrainConfig(zeta_step_growth=0.5).validate()
+def test_zeta_step_final_below_zeta_step_is_refused():
+    with pytest.raises(ConfigError, match="zeta_step_final"):
+        TrainConfig(zeta_step=1.0, zeta_step_final=0.5).validate()
+    with pytest.raises(InputError, match="zeta_lr"):
+        zeta_lr(0.01, 3, 5, 10, 1e-4, 1.0)  # epoch before the switch

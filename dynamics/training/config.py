@@ -82,8 +82,8 @@ class TrainConfig:
         modified, tau, features: the modified framework A(base): base algorithm for ``tau`` epochs, then
             f̃ = f + g with g = ζᵀφ(x) built by the feature construction ``features`` (``"auto"`` chooses);
             ``feature_options`` go to it; ``zeta_weight_decay`` is the weight decay on ζ (0: see docs);
-            ``zeta_step`` is ζ's step (sets the scale of φ), ``zeta_step_growth`` its growth per phase-2 epoch
-            (``framework.zeta_lr``); ``phase2_weight_decay`` / ``phase2_loss`` replace
+            ``zeta_step`` is ζ's step (sets the scale of φ), ``zeta_step_final`` its value in the last epoch
+            (geometric growth, ``framework.zeta_lr``); ``phase2_weight_decay`` / ``phase2_loss`` replace
             ``weight_decay`` / ``loss`` after the switch when given (docs/framework.md).
         g_input: what g sees during training when ``augment`` is on. ``"clean"`` (default): g is a function of
             the clean training sample (its cached features), only f sees the augmented image, so training
@@ -122,11 +122,11 @@ class TrainConfig:
     features: str = _option("auto", "feature construction of g: auto | gaussian | random | nnlabel")
     feature_options: dict[str, Any] = _option({}, "JSON options of the feature construction")
     zeta_weight_decay: float = _option(0.0, "weight decay on zeta, the weights of g")
-    zeta_step: float = _option(0.5, "zeta's step, its own hyper-parameter: the fraction of a batch's residual one "
-                               "effective SGD step of g removes along its top direction (sets the scale c of phi; "
-                               "recorded in the switch record)")
-    zeta_step_growth: float = _option(2.5, "after the switch, zeta's learning rate is multiplied by this factor "
-                                      "every epoch (1 = constant; see docs/framework.md, Phase 2)")
+    zeta_step: float = _option(1e-4, "zeta's step at the switch, its own hyper-parameter: the fraction of a batch's "
+                               "residual one effective SGD step of g removes along its top direction (sets the "
+                               "scale c of phi; recorded in the switch record)")
+    zeta_step_final: float = _option(1e6, "zeta's step in the last epoch: after the switch it grows geometrically "
+                                     "from --zeta-step to this (framework.zeta_lr; docs/framework.md, Phase 2)")
     phase2_weight_decay: float | None = _option(None, "weight decay of the network's parameters after the switch "
                                                 "(default: --weight-decay; 0 = the guaranteed variant)")
     phase2_loss: str | None = _option(None, "loss after the switch: ce | mse (default: --loss)")
@@ -220,8 +220,9 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         positive("zeta_step", self.zeta_step)
-        if not self.zeta_step_growth >= 1:
-            raise ConfigError(f"zeta_step_growth must be >= 1 (1 = constant step), got {self.zeta_step_growth!r}")
+        if not self.zeta_step_final >= self.zeta_step:
+            raise ConfigError(f"zeta_step_final must be >= zeta_step (equal = constant step), got "
+                              f"{self.zeta_step_final!r} < {self.zeta_step!r}")
         if self.phase2_weight_decay is not None and not self.phase2_weight_decay >= 0:
             raise ConfigError(f"phase2_weight_decay must be >= 0 (or None: keep weight_decay), got "
                               f"{self.phase2_weight_decay!r}")

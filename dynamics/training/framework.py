@@ -274,20 +274,25 @@ def feature_scale(fm: FeatureMap, h: torch.Tensor, lr: float, batch_size: int, a
     return (zeta_step * (1.0 - momentum) * len(idx) / (lr * max(lam, 1e-12))) ** 0.5
 
 
-def zeta_lr(lr: float, epoch: int, tau: int, growth: float) -> float:
-    """ζ's learning rate in 0-based ``epoch`` ≥ τ: the epoch's scheduled ``lr`` times ``growth``^(epoch − τ).
+def zeta_lr(lr: float, epoch: int, tau: int, epochs: int, zeta_step: float, zeta_step_final: float) -> float:
+    """ζ's learning rate in 0-based ``epoch`` of phase 2 (τ ≤ epoch < epochs): the epoch's scheduled ``lr``
+    times (zeta_step_final / zeta_step)^((epoch − τ)/(epochs − 1 − τ)), so ζ's step grows geometrically from
+    ``zeta_step`` (the one the scale c was set for) at τ to ``zeta_step_final`` in the last epoch.
 
-    Cross-entropy's gradient decays like e^{−margin}, so a constant step either stalls (margins grow like
-    log t) or overshoots at the first visit; a step that grows geometrically lets the margins track
-    log(step): they reach the ≈ ln(2n/σ_min) that the run certificate needs within the budget without
-    blowing g up (docs/framework.md, "Phase 2").
+    Why: cross-entropy's gradient decays like e^{−margin}, so a constant step either stalls (margins grow like
+    log t) or overshoots at the first visit; a geometrically growing step lets the margins track log(step), and
+    reach the ≈ ln(2n/σ_min) that the run certificate needs within the budget, while g stays small in the first
+    epochs of phase 2 and f keeps learning (docs/framework.md, "Phase 2").
 
-    >>> zeta_lr(0.01, 12, 10, 2.5)
-    0.0625
+    >>> zeta_lr(0.01, 10, 10, 13, 1e-4, 1.0), zeta_lr(0.01, 12, 10, 13, 1e-4, 1.0)
+    (0.01, 100.0)
     """
-    if not growth >= 1 or epoch < tau:
-        raise InputError(f"zeta_lr needs growth >= 1 and epoch >= tau, got growth={growth}, epoch={epoch}, tau={tau}")
-    return lr * growth ** (epoch - tau)
+    if not (zeta_step > 0 and zeta_step_final >= zeta_step) or not tau <= epoch < epochs:
+        raise InputError(f"zeta_lr needs 0 < zeta_step <= zeta_step_final and tau <= epoch < epochs, got "
+                         f"zeta_step={zeta_step}, zeta_step_final={zeta_step_final}, epoch={epoch}, tau={tau}, "
+                         f"epochs={epochs}")
+    span = max(1, epochs - 1 - tau)
+    return lr * (zeta_step_final / zeta_step) ** ((epoch - tau) / span)
 
 
 def _resolve(features: str) -> tuple[str, str]:
