@@ -237,6 +237,7 @@ def _gram(model, op: JacobianOperator, Y: torch.Tensor, rank_rtol, budget: int, 
     acc = column_gram(model, op.stacked.x, Y, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
                       block_samples=block_samples_for(op.k, p, budget // 4))
     t_eig = time.perf_counter()
+    log.info("gram route: JᵀJ (%d x %d) accumulated in %.0f s; eigendecomposition", p, p, acc.seconds)
     cs = ColumnSpace.from_gram(acc.gram, "columns", (m, p), op.dtype, rank_rtol)
     t_eig = time.perf_counter() - t_eig
     r = cs.relative_residual_from_adjoint(acc.y_norm2, acc.jt_y)
@@ -288,6 +289,7 @@ def _subset(model, op: JacobianOperator, Y: torch.Tensor, rtol: float, rank_rtol
     acc = column_gram(model, op.stacked.x, Y, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
                       block_samples=block_samples_for(k, p, budget // 4), indices=S)
     t_eig = time.perf_counter()
+    log.info("subset bound: J_SᵀJ_S (%d x %d) accumulated in %.0f s; eigendecomposition", p, p, acc.seconds)
     cs = ColumnSpace.from_gram(acc.gram, "columns", (size * k, p), op.dtype, rank_rtol)
     t_eig = time.perf_counter() - t_eig
     r_s = cs.relative_residual_from_adjoint(acc.y_norm2, acc.jt_y)

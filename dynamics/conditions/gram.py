@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -38,6 +39,8 @@ from dynamics.engine.parameters import ParamSpec
 from dynamics.errors import InputError, NonFiniteError
 
 __all__ = ["GramAccumulation", "column_gram", "row_gram", "PER_SAMPLE_BN_MODES"]
+
+log = logging.getLogger(__name__)
 
 F64 = torch.float64
 PER_SAMPLE_BN_MODES = (None, "eval")
@@ -77,7 +80,10 @@ def column_gram(model: nn.Module, x: torch.Tensor, Y: torch.Tensor, params: Para
     c: Optional[torch.Tensor] = None
     k = Y.numel() // x.shape[0]
     y_norm2, rows = 0.0, 0
+    report_every = max(1, len(idx) // 10)
     for lo in range(0, len(idx), block_samples):
+        if lo // report_every != (lo + block_samples) // report_every:
+            log.info("JᵀJ: %d of %d samples accumulated, %.0f s", lo, len(idx), time.perf_counter() - start)
         sel = idx[lo:lo + block_samples]
         Jb = jacobian(model, x[sel.to(x.device)], params=params, bn_mode=bn_mode, dtype=dtype).to(F64)
         if not torch.isfinite(Jb).all():
