@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import dynamics
+from dynamics.engine.memory import SLACK, Budget
 from dynamics.engine.ntk import ntk_plans
 from dynamics.engine.stacked import StackedFunction
 from dynamics.errors import InputError, MemoryBudgetError, MethodError
@@ -298,7 +299,7 @@ def test_small_memory_budget_forces_several_tiles_and_gives_same_kernel(method, 
 def _expected_auto(model, x, budget, bn_mode=None):
     sf = StackedFunction(model, x, None, bn_mode, F64)
     k_bytes = sf.n * sf.n * sf.k * sf.k * sf.itemsize
-    _, plans = ntk_plans(sf, sf, True, budget - k_bytes)
+    _, plans = ntk_plans(sf, sf, True, Budget(budget, k_bytes, "K", fixed_bytes=sf.private_bytes).workspace)
     return plans, min((p for p in plans.values() if p.feasible), key=lambda p: p.flops).method
 
 
@@ -321,7 +322,9 @@ def test_auto_avoids_a_cheaper_method_that_does_not_fit_the_budget():
     model, x = tiny_cnn(), torch.randn(7, 1, 5, 5)
     loose, unconstrained = _expected_auto(model, x, 1 << 30)
     assert unconstrained == "structured"
-    budget = 7 * 7 * 3 * 3 * 8 + int(loose["structured"].min_bytes) - 1  # K plus just less than its smallest tile
+    # K, the private copy, and just less than the smallest tile (with the slack the policy keeps free)
+    held = 7 * 7 * 3 * 3 * 8 + StackedFunction(model, x, None, None, F64).private_bytes
+    budget = held + int(loose["structured"].min_bytes / (1 - SLACK)) - 1
     plans, expected = _expected_auto(model, x, budget)
     assert not plans["structured"].feasible
     K, info = dynamics.ntk(model, x, dtype=F64, memory_budget=budget, return_info=True)

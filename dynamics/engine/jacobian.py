@@ -32,17 +32,16 @@ from torch import nn
 from torch.func import jacrev, jvp, vjp, vmap
 
 from dynamics.engine.forward_mode import forward_mode_refusal, reverse_jvp
+from dynamics.engine.memory import DEFAULT_WORKSPACE, Budget, check_budget
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
 from dynamics.engine.stacked import StackedFunction
 from dynamics.errors import InputError, MemoryBudgetError
 from dynamics.inputs import as_vectors
 
-__all__ = ["jacobian", "JacobianOperator", "DEFAULT_MEMORY_BUDGET", "jacobian_rows"]
+__all__ = ["jacobian", "JacobianOperator", "jacobian_rows"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of intermediates (the dense J itself is counted separately)
 
 
 def jacobian(model: nn.Module, x, params: ParamSpec = None, bn_mode: Optional[str] = None,
@@ -56,30 +55,32 @@ def jacobian(model: nn.Module, x, params: ParamSpec = None, bn_mode: Optional[st
         params: which parameters form the columns (see :mod:`dynamics.engine.parameters`).
         bn_mode: ``"eval" | "batch" | "frozen"``; required when a BatchNorm layer is in training mode.
         dtype: compute dtype (default: the model's). ``torch.float64`` for checks that decide true/false.
-        memory_budget: bytes allowed for J plus intermediates; a J that cannot fit raises
-            :class:`~dynamics.errors.MemoryBudgetError` (use :class:`JacobianOperator` or :func:`dynamics.ntk`).
+        memory_budget: total bytes the call may allocate, J included (see :mod:`dynamics.engine.memory`); a J
+            that cannot fit raises :class:`~dynamics.errors.MemoryBudgetError` (use :class:`JacobianOperator` or
+            :func:`dynamics.ntk`).
 
     Returns:
         J with ``J[i*k + c, :] = ∂f_c(x_i)/∂θ_S``.
     """
+    check_budget(memory_budget)
     sf = StackedFunction(model, x, params, bn_mode, dtype)
     return jacobian_of(sf, memory_budget)
 
 
 def jacobian_of(sf: StackedFunction, memory_budget: Optional[int] = None) -> torch.Tensor:
     """The dense Jacobian of a prepared :class:`StackedFunction` (see :func:`jacobian`)."""
-    dense_bytes = sf.n * sf.k * sf.p * sf.itemsize
-    if memory_budget is not None and dense_bytes > memory_budget:
-        raise MemoryBudgetError(
-            f"the dense Jacobian ({sf.n * sf.k} x {sf.p}) needs {dense_bytes / 2**30:.2f} GiB, over the "
-            f"memory_budget of {memory_budget / 2**30:.2f} GiB; use JacobianOperator (matrix-free J·v, Jᵀ·u) "
-            f"or dynamics.ntk, which never forms J")
-    budget = memory_budget - dense_bytes if memory_budget is not None else DEFAULT_MEMORY_BUDGET
-    budget = max(budget, 1 << 20)
+    mem = Budget(memory_budget, sf.n * sf.k * sf.p * sf.itemsize, f"the dense Jacobian ({sf.n * sf.k} x {sf.p})",
+                 "use JacobianOperator (matrix-free J·v, Jᵀ·u) or dynamics.ntk, which never forms J",
+                 fixed_bytes=sf.private_bytes)
+    budget = mem.workspace
+    # per sample: its k rows twice (jacrev's per-parameter blocks, then their concatenation) and activations
+    per_sample = sf.itemsize * sf.k * (2 * sf.p + 3 * sf.activation_numel / sf.n)
+    smallest = per_sample if sf.per_sample else sf.itemsize * (2 * sf.p + 3 * sf.activation_numel + sf.n * sf.k)
+    if budget < smallest:
+        raise mem.too_small("jacobian", smallest, "one sample" if sf.per_sample else "one row")
     J = torch.empty(sf.n * sf.k, sf.p, dtype=sf.dtype, device=sf.device)
     with exact_matmul():
         if sf.per_sample:
-            per_sample = sf.itemsize * sf.k * (sf.p + 3 * sf.activation_numel / sf.n)
             block = int(max(1, min(sf.n, budget // max(per_sample, 1))))
             for sl in sf.sample_blocks(block):
                 J[sl.start * sf.k: sl.stop * sf.k] = per_sample_jacobian(sf, sl)
@@ -101,7 +102,7 @@ def per_sample_jacobian(sf: StackedFunction, sl: slice) -> torch.Tensor:
     except (RuntimeError, NotImplementedError) as exc:  # an op without a batching rule: rows by vjp instead
         log.debug("vmap over samples failed (%s); computing rows by vjp", exc)
         rows = torch.arange(0, (sl.stop - sl.start) * sf.k, device=sf.device)
-        return jacobian_rows(sf, sl, rows, DEFAULT_MEMORY_BUDGET)
+        return jacobian_rows(sf, sl, rows, DEFAULT_WORKSPACE)
     B = sl.stop - sl.start
     return sf.flatten(jac).reshape(B * sf.k, sf.p)
 
@@ -133,7 +134,8 @@ class JacobianOperator:
         model, x, params, bn_mode, dtype: as for :func:`jacobian`.
         batch_size: samples per block for per-sample functions (memory control); default from
             ``memory_budget``. Ignored in ``bn_mode="batch"``, where the batch is one function.
-        memory_budget: bytes of intermediates per product (default 1 GiB).
+        memory_budget: total bytes one product may allocate, its result included (see
+            :mod:`dynamics.engine.memory`); default: the result plus 1 GiB.
 
     Shapes: ``op.shape == (n*k, p)``; ``op @ v`` takes ``(p,)`` or ``(p, m)``; ``op.T @ u`` takes ``(n*k,)`` or
     ``(n*k, m)``. Inputs may be tensors or numpy arrays; results are tensors in the operator's dtype.
@@ -148,14 +150,15 @@ class JacobianOperator:
     def __init__(self, model: nn.Module, x, params: ParamSpec = None, bn_mode: Optional[str] = None,
                  dtype: Optional[torch.dtype] = None, *, batch_size: Optional[int] = None,
                  memory_budget: Optional[int] = None):
+        self.memory_budget = check_budget(memory_budget)
         self._sf = StackedFunction(model, x, params, bn_mode, dtype)
         sf = self._sf
-        self.memory_budget = int(memory_budget) if memory_budget is not None else DEFAULT_MEMORY_BUDGET
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size is None:
             per_sample = sf.itemsize * 4 * max(sf.activation_numel / sf.n, 1)
-            batch_size = int(max(1, min(sf.n, (self.memory_budget - 2 * sf.p * sf.itemsize) // per_sample)))
+            room = self._workspace(2 * sf.p * sf.itemsize)
+            batch_size = int(max(1, min(sf.n, room // per_sample)))
         self.batch_size = batch_size
         self._blocks = sf.sample_blocks(batch_size)
         self._forward_mode: Optional[bool] = None  # decided at the first product
@@ -214,8 +217,12 @@ class JacobianOperator:
     def _matrix(self, v, rows: int, what: str) -> tuple[torch.Tensor, bool]:
         return as_vectors(v, rows, what, self.dtype, self.device)
 
-    def _chunk(self, m: int, per_col_numel: float) -> int:
-        return int(max(1, min(m, self.memory_budget // max(self._sf.itemsize * per_col_numel, 1))))
+    def _workspace(self, result_bytes: float) -> float:
+        return Budget(self.memory_budget, result_bytes, "the product", fixed_bytes=self._sf.private_bytes).workspace
+
+    def _chunk(self, m: int, per_col_numel: float, result_bytes: float) -> int:
+        room = self._workspace(result_bytes)
+        return int(max(1, min(m, room // max(self._sf.itemsize * per_col_numel, 1))))
 
     def matvec(self, v) -> torch.Tensor:
         """J·v for ``v`` of shape ``(p,)`` or ``(p, m)``; returns ``(n*k,)`` or ``(n*k, m)``."""
@@ -236,7 +243,7 @@ class JacobianOperator:
                     return reverse_jvp(fb, sf.theta, t)  # no forward-mode derivative: reverse over reverse
 
                 B = sl.stop - sl.start
-                chunk = self._chunk(m, 3 * sf.activation_numel * B / sf.n + B * sf.k)
+                chunk = self._chunk(m, 3 * sf.activation_numel * B / sf.n + B * sf.k, out.numel() * sf.itemsize)
                 res = vmap(one, chunk_size=chunk)(tangents)  # (m, B*k)
                 out[sl.start * sf.k: sl.stop * sf.k] = res.T
         return out[:, 0] if vector else out
@@ -251,7 +258,7 @@ class JacobianOperator:
             for sl in self._blocks:
                 _, vjp_fn = vjp(sf.block_function(sl), sf.theta)
                 B = sl.stop - sl.start
-                chunk = self._chunk(m, sf.p + 3 * sf.activation_numel * B / sf.n)
+                chunk = self._chunk(m, sf.p + 3 * sf.activation_numel * B / sf.n, acc.numel() * sf.itemsize)
                 (grads,) = vmap(vjp_fn, chunk_size=chunk)(U[sl.start * sf.k: sl.stop * sf.k].T.contiguous())
                 acc += sf.flatten(grads)
         return acc[0] if vector else acc.T

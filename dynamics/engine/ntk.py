@@ -51,10 +51,10 @@ import torch
 from torch import nn
 
 from dynamics.engine.forward_mode import forward_mode_refusal
-from dynamics.engine.jacobian import DEFAULT_MEMORY_BUDGET
 from dynamics.engine.ntk_contraction import ntk_jacobian, ntk_ntvp
 from dynamics.engine.ntk_plan import METHODS, plan_method
 from dynamics.engine.layer_probe import probe_structure
+from dynamics.engine.memory import Budget, check_budget, format_bytes
 from dynamics.engine.ntk_by_layer import ntk_structured
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
@@ -80,7 +80,8 @@ class NTKInfo:
         tile1, tile2: samples per tile of x1 and x2; out_chunk: outputs per block; n_param_chunks: parameter
             groups processed one after another; cached: x2 blocks computed once and kept.
         estimated_flops: the cost model's estimate per method (multiply-adds; ``inf`` when infeasible).
-        estimated_peak_bytes: the model's peak memory of intermediates for the method used, plus K itself.
+        estimated_peak_bytes: the cost model's peak for the method used: intermediates, K, the private copy of
+            the model and converted inputs (what ``memory_budget`` bounds).
         wall_time_s: time of the whole call.
     """
 
@@ -116,8 +117,8 @@ class NTKInfo:
                  f"  method: {self.method} (requested {self.requested}); wall time {self.wall_time_s:.3f} s",
                  f"  tiles: {self.tile1} x1 samples x {self.tile2} x2 samples x {self.out_chunk} outputs, "
                  f"{self.n_param_chunks} parameter chunk(s){', x2 blocks cached' if self.cached else ''}",
-                 f"  estimated peak memory: {_bytes(self.estimated_peak_bytes)}"
-                 + (f" (budget {_bytes(self.memory_budget)})" if self.memory_budget else ""),
+                 f"  estimated peak memory: {format_bytes(self.estimated_peak_bytes)}"
+                 + (f" (budget {format_bytes(self.memory_budget)})" if self.memory_budget else ""),
                  "  estimated multiply-adds: " + ", ".join(
                      f"{m} {v:.3g}" if v != float("inf") else f"{m} infeasible"
                      for m, v in self.estimated_flops.items())]
@@ -129,13 +130,6 @@ class NTKInfo:
         for why, layers in reasons.items():
             lines.append(f"  autograd fallback for {', '.join(layers)}: {why}")
         return "\n".join(lines)
-
-
-def _bytes(b: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b:.0f} bytes"
 
 
 def _prepare(model, x1, x2, params, bn_mode, dtype):
@@ -170,7 +164,8 @@ def ntk(model: nn.Module, x1, x2=None, params: ParamSpec = None, bn_mode: Option
         bn_mode: ``"eval" | "batch" | "frozen"``; required when a BatchNorm layer is in training mode.
         method: ``"auto" | "jacobian" | "ntvp" | "structured"`` (see the module docstring).
         dtype: compute and accumulation dtype (default: the model's); ``torch.float64`` for checks.
-        memory_budget: bytes for K plus the intermediates of the tiles; default: 1 GiB of intermediates.
+        memory_budget: total bytes the call may allocate, K included (see :mod:`dynamics.engine.memory`);
+            default: K plus 1 GiB of intermediates.
         return_info: also return an :class:`NTKInfo`.
 
     Raises:
@@ -181,39 +176,38 @@ def ntk(model: nn.Module, x1, x2=None, params: ParamSpec = None, bn_mode: Option
     if method != "auto" and method not in METHODS:
         raise MethodError(f"unknown NTK method {method!r}; valid methods are 'auto', "
                           + ", ".join(repr(m) for m in METHODS))
-    if memory_budget is not None and (not isinstance(memory_budget, (int, float)) or memory_budget <= 0):
-        raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    check_budget(memory_budget)
     sf1, sf2, sym = _prepare(model, x1, x2, params, bn_mode, dtype)
     if sf2.k != sf1.k:  # pragma: no cover - same model, same feature shape
         raise InputError(f"the model gives {sf1.k} outputs per sample on x1 but {sf2.k} on x2")
     n1, n2, k = sf1.n, sf2.n, sf1.k
     k_bytes = n1 * n2 * k * k * sf1.itemsize
-    if memory_budget is not None and k_bytes >= memory_budget:
-        raise MemoryBudgetError(f"the kernel itself ({n1} x {n2} x {k} x {k}) needs {k_bytes / 2**20:.1f} MiB, "
-                                f"over the memory_budget of {memory_budget / 2**20:.1f} MiB; compute it in blocks "
-                                f"of samples (ntk(model, x1[a:b], x2[c:d])) or raise the budget")
-    budget = memory_budget - k_bytes if memory_budget is not None else DEFAULT_MEMORY_BUDGET
+    mem = Budget(memory_budget, k_bytes, f"the kernel itself ({n1} x {n2} x {k} x {k})",
+                 "compute it in blocks of samples (ntk(model, x1[a:b], x2[c:d])) or raise the budget",
+                 fixed_bytes=sf1.private_bytes + (0 if sym else sf2.private_bytes))
+    budget = mem.workspace
     st, plans = ntk_plans(sf1, sf2, sym, budget)
     if method == "auto":
         feasible = [p for p in plans.values() if p.feasible]
         if not feasible:
-            raise _budget_error(plans.values(), memory_budget, k_bytes)
+            raise _budget_error(plans.values(), mem)
         plan = min(feasible, key=lambda p: p.flops)
         if plan.method == "ntvp" and forward_mode_refusal(sf1):  # auto never picks a method that cannot run
             plans["ntvp"].feasible, plans["ntvp"].flops = False, float("inf")
             feasible.remove(plan)
             if not feasible:
-                raise _budget_error([p for p in plans.values() if p.method != "ntvp"], memory_budget, k_bytes)
+                raise _budget_error([p for p in plans.values() if p.method != "ntvp"], mem)
             plan = min(feasible, key=lambda p: p.flops)
     else:
         plan = plans[method]
         if not plan.feasible:
-            raise _budget_error([plan], memory_budget, k_bytes)
+            raise _budget_error([plan], mem)
         why = forward_mode_refusal(sf1) if method == "ntvp" else ""
         if why:
             raise MethodError(f"method='ntvp' needs forward-mode derivatives, but {why}; use method='jacobian', "
                               f"'structured' or 'auto' (reverse mode only)")
-    Kf = torch.zeros(n1, k, n2, k, dtype=sf1.dtype, device=sf1.device)
+    K = torch.zeros(n1, n2, k, k, dtype=sf1.dtype, device=sf1.device)
+    Kf = K.permute(0, 2, 1, 3)  # the algorithms fill K through this (n1, k, n2, k) view: no copy at the end
     with exact_matmul():
         if plan.method == "jacobian":
             ntk_jacobian(sf1, sf2, sym, plan, Kf)
@@ -221,7 +215,6 @@ def ntk(model: nn.Module, x1, x2=None, params: ParamSpec = None, bn_mode: Option
             ntk_ntvp(sf1, sf2, sym, plan, Kf)
         else:
             ntk_structured(sf1, sf2, sym, plan, st, Kf)
-    K = Kf.permute(0, 2, 1, 3).contiguous()
     if not return_info:
         return K
     info = NTKInfo(method=plan.method, requested=method, n1=n1, n2=n2, k=k, p=sf1.p, dtype=str(sf1.dtype),
@@ -230,21 +223,18 @@ def ntk(model: nn.Module, x1, x2=None, params: ParamSpec = None, bn_mode: Option
                    tile1=plan.tile1, tile2=plan.tile2, out_chunk=plan.out_chunk,
                    n_param_chunks=len(plan.param_chunks), cached=plan.cache,
                    estimated_flops={m: p.flops for m, p in plans.items()},
-                   estimated_peak_bytes=plan.peak_bytes + k_bytes, memory_budget=memory_budget,
+                   estimated_peak_bytes=plan.peak_bytes + mem.held, memory_budget=memory_budget,
                    wall_time_s=time.perf_counter() - start)
     log.debug("ntk: %s", info)
     return K, info
 
 
-def _budget_error(plans, memory_budget, k_bytes) -> MemoryBudgetError:
+def _budget_error(plans, mem: Budget) -> MemoryBudgetError:
     plans = list(plans)
     smallest = min(p.min_bytes for p in plans)
-    names = ", ".join(p.method for p in plans)
+    names = "method(s) " + ", ".join(p.method for p in plans)
     what = _SMALLEST[plans[0].method] if len(plans) == 1 else "for the least demanding method"
-    return MemoryBudgetError(
-        f"no tiling of method(s) {names} fits memory_budget={memory_budget} bytes: the kernel takes "
-        f"{_bytes(k_bytes)} and the smallest tile ({what}) needs about {_bytes(smallest)} more; raise "
-        f"memory_budget to at least {int(k_bytes + smallest) + 1}")
+    return mem.too_small(names, smallest, what)
 
 
 _SMALLEST = {"jacobian": "one sample, one output, one parameter group", "ntvp": "one cotangent, one sample",

@@ -119,7 +119,6 @@ def ntk_structured(sf1: StackedFunction, sf2: StackedFunction, sym: bool, plan, 
     if plan.cache:
         caps1 = [capture(sf1, st, s) for s in tiles1]
         caps2 = caps1 if sym else [capture(sf2, st, s) for s in tiles2]
-    Kflat = Kf.view(n1 * k, n2 * k)
     for t1, s1 in enumerate(tiles1):
         C1 = caps1[t1] if caps1 is not None else capture(sf1, st, s1)
         psg1: dict = {}
@@ -139,12 +138,14 @@ def ntk_structured(sf1: StackedFunction, sf2: StackedFunction, sym: bool, plan, 
                 if C1["fb"] is not None:
                     block += pair(C1["fb"], C2["fb"])
             else:
-                block = Kflat[s1.start * k: s1.stop * k, s2.start * k: s2.stop * k]
+                block = Kf[s1, :, s2, :]  # rows (sample, output) of tile 1 x rows of tile 2
+                B1, B2 = s1.stop - s1.start, s2.stop - s2.start
                 for layer in st.layers:
                     name = layer.module
                     block += layer.rule.batch_block(layer, plan.rules[name], C1["X"][name], C1["G"][name],
-                                                    C2["X"][name], C2["G"][name])
+                                                    C2["X"][name], C2["G"][name]).reshape(B1, k, B2, k)
                 if C1["fb"] is not None:
-                    block += C1["fb"].reshape(-1, C1["fb"].shape[-1]) @ C2["fb"].reshape(-1, C2["fb"].shape[-1]).T
+                    fb1, fb2 = C1["fb"], C2["fb"]
+                    block += (fb1.reshape(-1, fb1.shape[-1]) @ fb2.reshape(-1, fb2.shape[-1]).T).reshape(B1, k, B2, k)
     if sym:
         mirror_upper(Kf, tiles1)

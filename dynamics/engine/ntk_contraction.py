@@ -45,14 +45,19 @@ def row_blocks(n: int, size: int, k: int, chunk: int) -> list[tuple[int, slice, 
             for o in range(0, k, chunk)]
 
 
-def mirror_upper(Kf: torch.Tensor, tiles: list[slice]) -> None:
+def mirror_upper(Kf: torch.Tensor, tiles: list[slice], chunk: int = 32) -> None:
     """Fill the blocks below the diagonal of a symmetric ``(n, k, n, k)`` kernel from those above it.
 
     Diagonal blocks are replaced by their symmetric part (a rounding-level change), so K is exactly symmetric.
+    The symmetrisation runs over chunks of ``chunk`` samples, so its temporaries are 2·chunk²·k² numbers.
     """
     for t1, s1 in enumerate(tiles):
-        D = Kf[s1, :, s1, :]
-        D.copy_((D + D.permute(2, 3, 0, 1)) / 2)
+        rows = [slice(i, min(i + chunk, s1.stop)) for i in range(s1.start, s1.stop, chunk)]
+        for a, r in enumerate(rows):
+            for c in rows[a:]:
+                avg = (Kf[r, :, c, :] + Kf[c, :, r, :].permute(2, 3, 0, 1)) / 2
+                Kf[r, :, c, :] = avg
+                Kf[c, :, r, :] = avg.permute(2, 3, 0, 1)
         for s2 in tiles[t1 + 1:]:
             Kf[s2, :, s1, :] = Kf[s1, :, s2, :].permute(2, 3, 0, 1)
 

@@ -44,6 +44,13 @@ def _rng_state(devices: list[int]) -> list[torch.Tensor]:
     return states
 
 
+def _seed(seed: int, devices: list[int]) -> None:
+    """Seed the default generators directly (``torch.manual_seed`` also imports the compiler stack on first use)."""
+    torch.default_generator.manual_seed(seed)
+    for d in devices:
+        torch.cuda.default_generators[d].manual_seed(seed)
+
+
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -97,7 +104,7 @@ def check_deterministic(module: nn.Module, forward: Callable[[], Any]) -> Any:
             culprit.append((name, mod))
 
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0x5EED)
+        _seed(0x5EED, devices)
         with _hooks(module, pre, post), torch.no_grad():
             first = forward()
         if culprit:
@@ -107,7 +114,7 @@ def check_deterministic(module: nn.Module, forward: Callable[[], Any]) -> Any:
         def record(name, mod, inp, out):
             calls.append((name, mod, [t.clone() for t in _tensors(inp)], [t.clone() for t in _tensors(out)]))
 
-        torch.manual_seed(0xD1CE)
+        _seed(0xD1CE, devices)
         with torch.no_grad():
             second = forward()
         if all(torch.equal(a, b) for a, b in zip(_tensors(first), _tensors(second))):
@@ -116,7 +123,7 @@ def check_deterministic(module: nn.Module, forward: Callable[[], Any]) -> Any:
         runs = []
         for seed in (1, 2):
             calls = []
-            torch.manual_seed(seed)
+            _seed(seed, devices)
             with _hooks(module, lambda *a: None, record), torch.no_grad():
                 forward()
             runs.append(calls)

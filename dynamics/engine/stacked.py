@@ -51,6 +51,8 @@ class StackedFunction:
         per_sample: True unless ``bn_mode == "batch"``: output i depends on x_i only, so sample blocks
             can be processed independently.
         activation_numel: elements of all module outputs in one forward pass over x (for memory estimates).
+        private_bytes: bytes this object allocated: the private copy of the model, x when it was converted,
+            the outputs (counted against ``memory_budget``, see :mod:`dynamics.engine.memory`).
     """
 
     def __init__(self, model: nn.Module, x, params: ParamSpec = None, bn_mode: Optional[str] = None,
@@ -90,6 +92,10 @@ class StackedFunction:
         out = self._probe_forward()
         self.k = out.shape[1]
         self.outputs = out
+        copied = [t for t in list(self.module.parameters()) + list(self.module.buffers())]
+        self.private_bytes = (sum(t.numel() * t.element_size() for t in copied) + out.numel() * out.element_size()
+                              + (0 if isinstance(x, torch.Tensor) and self.x.data_ptr() == x.data_ptr()
+                                  else self.x.numel() * self.x.element_size()))
 
     def _cuda_devices(self) -> list[int]:
         return [self.device.index or 0] if self.device.type == "cuda" else []
