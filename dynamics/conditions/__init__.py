@@ -1,8 +1,11 @@
 """The assumption and the condition: on-model structure and data architecture alignment.
 
-* :mod:`.column_space` -- Col J, its numerical rank and the projector P (dense, float64).
+* :mod:`.column_space` -- Col J, its numerical rank and the projector P (float64): the one rank/projector rule.
+* :mod:`.gram` -- JᵀJ over sample blocks and J Jᵀ (the NTK), J never formed.
 * :mod:`.on_model` -- :func:`check_on_model_structure`: is f_X = J_S θ_S for a parameter group S?
-* :mod:`.alignment` -- :func:`check_alignment`: is vec(Y) in Col J (dense or matrix-free LSQR)?
+* :mod:`.alignment` -- :func:`check_alignment`: is vec(Y) in Col J? Two-sided bounds on r (dense, Gram, subset
+  lower bound, LSQR), ``trivial`` when rank J = n·k.
+* :mod:`.guard` -- every check refuses to return numbers if it modified the model it checked.
 * :mod:`.decomposition` -- :func:`loss_decomposition_terms`: L = ½‖P(f−Y)‖² + ½‖(I−P)Y‖², measured.
 * :mod:`.targets` -- validating y; :mod:`.reports` -- the report dataclasses.
 """
