@@ -1,9 +1,11 @@
 """Kill test: SIGKILL `dynamics train` at 10 seeded random moments of a short run, resume, compare bit for bit.
 
-The run: the generated `blobs` data set, a tiny MLP, 8 epochs, modified with τ = 3, probes every 2 epochs
-(a few seconds of training after a few seconds of start-up). Each kill lands anywhere after the run folder
-appeared (before the first checkpoint, inside an epoch, during a checkpoint or metrics write, at the switch,
-in the final checks); the killed run is resumed with `--resume` (started afresh when it died before its first
+The run: the generated `blobs` data set, a tiny MLP, 12 epochs, modified with τ = 5, probes every 2 epochs
+(a few seconds of training after a few seconds of start-up). A kill moment is drawn (seeded) as "k epoch
+records written, then a delay of up to 40 ms": epochs take about 20 ms here while the checks at τ and at the end
+take longer, so a uniform draw over wall time would land almost every kill in those checks. The kills land
+before the first checkpoint, inside epochs, during checkpoint or metrics writes, at the switch and in the
+final checks; the killed run is resumed with `--resume` (started afresh when it died before its first
 checkpoint, as documented) until it completes. Its final parameters, metrics (without timings) and final
 metrics / conditions must equal the uninterrupted run's exactly: arithmetic on CPU with deterministic algorithms
 is reproducible bit for bit, so equality, not a tolerance, is the claim.
@@ -29,9 +31,10 @@ from dynamics.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["train", "--dataset", "blobs", "--model", "mlp", "--model-options", '{"width": 16, "depth": 1}',
-        "--epochs", "8", "--batch-size", "8", "--modified", "--tau", "3", "--probe-every", "2", "--probe-size", "8",
+        "--epochs", "12", "--batch-size", "8", "--modified", "--tau", "5", "--probe-every", "2", "--probe-size", "8",
         "--check-size", "16", "--no-progress"]
 KILLS = 10
+EPOCHS = 12
 TIMING_KEYS = {"epoch_time_s", "samples_per_s", "time_s", "wall_time_s", "train_time_s", "probe_time_s",
                "probe_fraction"}
 
@@ -66,30 +69,33 @@ def _same(a: tuple, b: tuple) -> bool:
             and a[1] == b[1] and a[2] == b[2])
 
 
+def _epochs_written(out: Path) -> int:
+    try:
+        return (out / "metrics.jsonl").read_text().count('"type": "epoch"')
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, float]:
+def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kill") / "ref"
-    proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(),
-                            cwd=ROOT)
-    while not (out / "config.json").exists() and proc.poll() is None:
-        time.sleep(0.01)
-    t0 = time.perf_counter()
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    return out, time.perf_counter() - t0
+    done = subprocess.run(_cmd(out), capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
 
 
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
-    ref_out, window = reference
-    ref = _outcome(ref_out)
+    ref = _outcome(reference)
     rng = random.Random(14)
-    moments = sorted(rng.uniform(0.0, window) for _ in range(KILLS))
+    moments = sorted((rng.randint(0, EPOCHS), rng.uniform(0.0, 0.04)) for _ in range(KILLS))
     stages = []
-    for i, delay in enumerate(moments):
+    for i, (k, delay) in enumerate(moments):
         out = tmp_path / f"cut{i}"
         proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
         while not (out / "config.json").exists() and proc.poll() is None:
-            time.sleep(0.005)
+            time.sleep(0.002)
+        while _epochs_written(out) < k and proc.poll() is None:
+            time.sleep(0.002)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -100,13 +106,14 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, refere
                                   timeout=600)
             if done.returncode == 0:
                 break
-        assert done.returncode == 0, f"kill {i} after {delay:.2f} s: {done.stderr}"
-        assert _same(_outcome(out), ref), f"kill {i} after {delay:.2f} s (checkpoint epoch {stages[-1]}) differs"
-    assert len(set(stages)) >= 3, f"the kills landed at too few stages to mean much: {stages}"
+        where = f"kill {i} ({k} epochs written + {delay * 1e3:.0f} ms, checkpoint of epoch {stages[-1]})"
+        assert done.returncode == 0, f"{where}: {done.stderr}"
+        assert _same(_outcome(out), ref), f"{where}: the resumed run differs from the uninterrupted one"
+    assert len(set(stages)) >= 5, f"the kills landed at too few stages to mean much: {stages}"
 
 
 def test_the_comparison_can_fail_a_run_with_another_seed_differs(tmp_path, reference):
     out = tmp_path / "other"
     done = subprocess.run(_cmd(out, "--seed", "1"), capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert not _same(_outcome(out), _outcome(reference[0]))
+    assert not _same(_outcome(out), _outcome(reference))

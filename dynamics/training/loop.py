@@ -117,9 +117,10 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
     do_resume = ctx.broadcast_object(do_resume)
     run = RunState(cfg, data, ctx)
     if do_resume:
-        run.restore(load_checkpoint(folder.last, cfg.digest()))
+        state = load_checkpoint(folder.last, cfg.digest())
+        run.restore(state)
         if ctx.is_main:
-            folder.truncate_metrics(run.epoch)
+            folder.restore_metrics(run.epoch, state.get("records", []))
         log.info("resumed %s at epoch %d (%s phase)", folder.root, run.epoch, run.phase)
         if run.epoch >= cfg.epochs and folder.summary.is_file():
             return load_run(folder.root).summary
@@ -136,15 +137,17 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
         except NonFiniteError as exc:
             status, error = "nonfinite", str(exc)
             break
-        if ctx.is_main:
+        probe = run.probe_record()
+        if ctx.is_main:  # the checkpoint first, with this epoch's records: a crash between the two loses nothing
+            save_checkpoint(folder.last, {**run.state(), "records": [r.to_dict() for r in (rec, probe) if r]},
+                            cfg.digest())
             folder.append(rec)
+            if probe is not None:
+                folder.append(probe)
             if on_epoch is not None:
                 on_epoch(rec)
             elif not _show_bar(progress):
                 log.info("%s", rec)
-        _append_probe(run, folder)
-        if ctx.is_main:
-            save_checkpoint(folder.last, run.state(), cfg.digest())
         ctx.barrier()
         if os.environ.get(KILL_ENV) == str(run.epoch):
             os._exit(17)

@@ -11,7 +11,9 @@ Layout (every file is written atomically or appended line by line, see :mod:`dyn
 :meth:`RunFolder.prepare` decides whether a folder may receive a run: a folder holding another run is refused
 unless ``resume`` or ``overwrite``; ``resume`` needs a run there and its checkpoint. A run killed before its first
 checkpoint (no epoch recorded yet) is started again in place; a run whose checkpoints were deleted after epochs
-were recorded is refused (it cannot continue, and starting again would silently rewrite its metrics).
+were recorded is refused (it cannot continue, and starting again would silently rewrite its metrics). The loop
+writes each epoch's checkpoint before that epoch's records, so an epoch record without a checkpoint can only
+mean the checkpoints were removed.
 
 >>> import tempfile
 >>> from dynamics.training.config import TrainConfig
@@ -185,10 +187,15 @@ class RunFolder:
     def append(self, record: EpochRecord | ProbeRecord) -> None:
         append_line(self.metrics, json.dumps(record.to_dict()))
 
-    def truncate_metrics(self, epoch: int) -> None:
-        """Keep only records of epochs ≤ ``epoch`` (what the checkpoint at ``epoch`` had written)."""
-        keep = [r for r in read_metrics(self.metrics) if r.epoch <= epoch]
-        write_text(self.metrics, "".join(json.dumps(r.to_dict()) + "\n" for r in keep))
+    def restore_metrics(self, epoch: int, records: list[dict[str, Any]]) -> None:
+        """Make ``metrics.jsonl`` what it was right after the checkpoint of ``epoch``: the records of earlier
+        epochs as written, then that epoch's ``records`` (stored in the checkpoint, which is written before
+        them), so a crash between the checkpoint and the appends, or after later appends, loses or repeats
+        nothing."""
+        keep = [r.to_dict() for r in read_metrics(self.metrics) if r.epoch < epoch]
+        if not records:  # the epoch-0 probe (written before any checkpoint) and checkpoints without records
+            keep = [r.to_dict() for r in read_metrics(self.metrics) if r.epoch <= epoch]
+        write_text(self.metrics, "".join(json.dumps(d) + "\n" for d in [*keep, *records]))
 
     def checkpoint_files(self) -> tuple[Path, Path]:
         return self.last, digest_path(self.last)
