@@ -13,6 +13,7 @@ from dynamics.conditions.gram import column_gram, minimum_subset
 from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError, MemoryBudgetError, NonFiniteError
 from reference import reference_jacobian
+from theory.network_size import positive_chain
 
 F64 = torch.float64
 
@@ -140,3 +141,22 @@ def test_column_space_from_gram_needs_jt_v_and_refuses_a_basis_projection():
     cs = ColumnSpace.from_gram(J.T @ J, "columns", (10, 3))
     with pytest.raises(Exception, match="basis"):
         cs.project(torch.randn(10, dtype=F64))
+
+
+def test_subset_qr_bound_needs_no_rank_decision_and_stays_below_the_exact_residual_for_rank_deficient_J():
+    """The width-1 ReLU chain has p = 6 columns but rank J = 3: span Q₁ (6 columns) contains Col J_S, so the QR
+    bound is below the exact residual (computed with the exact rank 3 by SVD) and still positive."""
+    chain = positive_chain(4, 3)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(40, 3, generator=gen, dtype=F64), torch.randn(40, 1, generator=gen, dtype=F64)
+    J = jacobian(chain, x, dtype=F64)
+    assert ColumnSpace.from_jacobian(J, method="svd").rank == 3
+    exact = svd_residual(J, y)
+    rep = check_alignment(chain, x, y, method="subset", subset_size=20)
+    assert rep.route == "qr([J_S, Y_S])" and 0.05 < rep.residual_lower <= exact + 1e-12 <= rep.residual_upper + 2e-12
+
+
+def test_subset_over_budget_gives_the_size_needed_and_the_alternative():
+    with pytest.raises(MemoryBudgetError, match=r"at least \d+ bytes.*subset_size \(at least 11\)"):
+        check_alignment(net(), torch.randn(30, 3), torch.randn(30, 2), method="subset", subset_size=20,
+                        memory_budget=2000)

@@ -16,8 +16,9 @@ floating-point accuracy of the route and its numerical-rank convention, both in 
 ``"subset"``
     Two bounds from a seeded subset S of samples (``subset_size``, default 1.5·(⌊p/k⌋ + 1), capped at n):
     * lower: for every z, ‖Y − Jz‖² ≥ ‖Y_S − J_S z‖², so dist(Y, Col J) ≥ dist(Y_S, Col J_S), i.e.
-      r ≥ r_S·‖Y_S‖/‖Y‖, with r_S computed exactly on S by the ``"gram"`` route. It can be positive only
-      when |S|·k > p (otherwise J_S generically has full row rank and r_S = 0);
+      r ≥ r_S·‖Y_S‖/‖Y‖. The QR factorisation [J_S, Y_S] = QR gives dist(Y_S, span Q₁) = |R[p, p]| ≤
+      dist(Y_S, Col J_S) without any numerical rank decision (:mod:`.subset_bound`). It can be positive only
+      when |S|·k > p (otherwise J_S generically has full row rank and r_S = 0). Cost 2|S|kp² − ⅔p³ flops;
     * upper: z_S = the least-squares solution on S; J z_S ∈ Col J, so r ≤ ‖Y − J z_S‖/‖Y‖, evaluated on all
       samples by forward-mode products (J never formed).
 ``"lsqr"`` (fallback)
@@ -69,6 +70,7 @@ from dynamics.conditions.gram import (PER_SAMPLE_BN_MODES, block_samples_for, co
                                       gram_bytes, minimum_subset, row_gram)
 from dynamics.conditions.guard import guarded
 from dynamics.conditions.reports import AlignmentReport
+from dynamics.conditions.subset_bound import subset_bytes, subset_lower_bound
 from dynamics.conditions.targets import normalise_targets
 from dynamics.engine.jacobian import JacobianOperator
 from dynamics.engine.parameters import ParamSpec
@@ -83,6 +85,7 @@ DEFAULT_ALIGNMENT_RTOL = 1e-6
 METHODS = ("auto", "dense", "gram", "subset", "lsqr")
 DEFAULT_ALIGNMENT_MEMORY_BUDGET = 2 * 2**30
 LSQR_CONLIM = 1e14
+EPS = float(np.finfo(np.float64).eps)
 
 
 def dense_bytes(m: int, p: int) -> int:
@@ -174,7 +177,7 @@ def check_alignment(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: O
     elif chosen == "gram":
         fields = _gram(model, op, Y, rank_rtol, budget, dtype)
     elif chosen == "subset":
-        fields = _subset(model, op, Y, rtol, rank_rtol, budget, dtype, subset_size, subset_seed)
+        fields = _subset(model, op, Y, budget, dtype, subset_size, subset_seed)
     else:
         fields = _lsqr(op, Y, rtol, atol_lsqr, iter_lim, sigma_min)
     fields.setdefault("holds", fields["residual_upper"] <= rtol)
@@ -260,8 +263,8 @@ def _explicit_residual(op: JacobianOperator, Y: torch.Tensor, z: torch.Tensor) -
     return float((Y.to(fit) - fit).norm()) / float(Y.norm())
 
 
-def _subset(model, op: JacobianOperator, Y: torch.Tensor, rtol: float, rank_rtol, budget: int, dtype,
-            size: Optional[int], seed: int) -> dict:
+def _subset(model, op: JacobianOperator, Y: torch.Tensor, budget: int, dtype, size: Optional[int],
+            seed: int) -> dict:
     n, k = op.n, op.k
     m, p = op.shape
     need = minimum_subset(p, k)
@@ -280,29 +283,20 @@ def _subset(model, op: JacobianOperator, Y: torch.Tensor, rtol: float, rank_rtol
         raise InputError(f"subset_size={size} gives |S|·k = {size * k} ≤ p = {p}: J_S has full row rank "
                          f"generically, so the lower bound is necessarily 0; use subset_size ≥ {need} "
                          f"(|S|·k > p; {default_subset(n, p, k)} is the default)")
-    if op.bn_mode not in PER_SAMPLE_BN_MODES:
-        raise InputError(f"bn_mode={op.bn_mode!r} is a function of the whole batch, so a subset of samples is a "
-                         f"different function; use bn_mode='eval' for subset bounds")
-    _fits(gram_bytes(p), budget, f"J_SᵀJ_S ({p} x {p}) and its eigendecomposition", "method='lsqr'")
+    _fits(subset_bytes(size * k, p), budget, f"[J_S, Y_S] ({size * k} x {p + 1}) and R₁ for its QR factorisation",
+          f"a smaller subset_size (at least {need}) or method='lsqr'")
     gen = torch.Generator().manual_seed(seed)
     S = torch.randperm(n, generator=gen)[:size].sort().values
-    acc = column_gram(model, op.stacked.x, Y, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
-                      block_samples=block_samples_for(k, p, budget // 4), indices=S)
-    t_eig = time.perf_counter()
-    log.info("subset bound: J_SᵀJ_S (%d x %d) accumulated in %.0f s; eigendecomposition", p, p, acc.seconds)
-    cs = ColumnSpace.from_gram(acc.gram, "columns", (size * k, p), op.dtype, rank_rtol)
-    t_eig = time.perf_counter() - t_eig
-    r_s = cs.relative_residual_from_adjoint(acc.y_norm2, acc.jt_y)
-    y_norm = float(Y.norm())
-    lower = math.sqrt(max(r_s * r_s - cs.accuracy, 0.0) * acc.y_norm2) / y_norm
-    upper = _explicit_residual(op, Y, cs.least_squares(acc.jt_y))
-    notes = [f"lower bound r_S·‖Y_S‖/‖Y‖ from |S| = {size} samples (r_S = {r_s:.4g}, rank J_S = {cs.rank}); "
-             f"upper bound ‖Y − J z_S‖/‖Y‖ at the least-squares solution on S",
-             f"times: J_SᵀJ_S over blocks {acc.seconds:.1f} s, eigendecomposition {t_eig:.1f} s"]
-    return dict(residual=upper, residual_lower=lower, residual_upper=upper, accuracy=cs.accuracy, trivial=False,
-                rank=cs.rank, sigma_min=cs.sigma_min, sigma_min_source="exact on S", sigma_max=cs.sigma_max,
-                tolerance=cs.tolerance, route=cs.route, iterations=None, istop=None, optimality=None,
-                subset_size=size, notes=notes)
+    bound = subset_lower_bound(model, op.stacked.x, Y, S, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
+                               block_samples=block_samples_for(k, p, budget // 4))
+    upper = 1.0 if bound.z is None else min(_explicit_residual(op, Y, bound.z), 1.0)
+    notes = [f"lower bound dist(Y_S, span Q₁)/‖Y‖ ≤ r_S·‖Y_S‖/‖Y‖ ≤ r from the QR factorisation of [J_S, Y_S] on "
+             f"|S| = {size} samples (no rank decision); upper bound ‖Y − J z_S‖/‖Y‖ at the least-squares z on S",
+             f"times: J_S {bound.seconds_jacobian:.1f} s, QR {bound.seconds_qr:.1f} s"]
+    return dict(residual=upper, residual_lower=bound.lower, residual_upper=upper, accuracy=bound.rows * EPS,
+                trivial=False, rank=None, sigma_min=None, sigma_min_source=None, sigma_max=None, tolerance=None,
+                route="qr([J_S, Y_S])", iterations=None, istop=None, optimality=None, subset_size=size,
+                notes=notes)
 
 
 def _lsqr(op: JacobianOperator, Y: torch.Tensor, rtol: float, atol: Optional[float], iter_lim: Optional[int],
