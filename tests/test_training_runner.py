@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -315,3 +316,23 @@ def test_cli_trains_on_semeion_subset(capsys, tmp_path):
     assert rc == 0
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["conditions"]["end"]["full_set_certified"] and "conditions at end" in capsys.readouterr().out
+
+
+def test_modified_run_applies_the_phase2_settings_and_records_run_certificates(tmp_path):
+    x, y = blobs(n=24)
+    cfg = small_config(epochs=4, modified=True, tau=2, check_size=8, weight_decay=1e-3, phase2_weight_decay=0.0,
+                       phase2_loss="mse", zeta_step=1e-2, zeta_step_final=1.0)
+    s = train(cfg, tmp_path, data=(x, y, x, y), progress=False)
+    recs = [r for r in read_metrics(tmp_path / "metrics.jsonl") if isinstance(r, EpochRecord)]
+    assert [r.loss for r in recs] == ["ce", "ce", "mse", "mse"]
+    # zeta's step grows geometrically from zeta_step (at tau) to zeta_step_final (last epoch): x1 then x100
+    assert [r.zeta_lr for r in recs] == [None, None, pytest.approx(cfg.lr), pytest.approx(cfg.lr * 100)]
+    groups = load_checkpoint(tmp_path / "checkpoints/last.pt")["optimizer"]["param_groups"]
+    assert groups[0]["weight_decay"] == 0.0 and groups[-1]["weight_decay"] == cfg.zeta_weight_decay
+    assert s.run_certificate_tau["when"] == "tau" and s.run_certificate_end["when"] == "end"
+    assert s.loss_definition.startswith("mean over samples of ½") and "after the switch" in s.loss_definition
+    pred = np.load(tmp_path / "test_predictions.npy")
+    assert pred.dtype == np.int64 and pred.shape == (24,)
+    assert float((torch.from_numpy(pred) == y).double().mean()) == s.final.test_acc
+    base = train(small_config(epochs=2), tmp_path / "base", data=(x, y, x, y), progress=False)  # control
+    assert base.run_certificate_end is None and (tmp_path / "base" / "test_predictions.npy").is_file()

@@ -2,8 +2,9 @@
 
 A checkpoint is one ``torch.save``-d dict (format :data:`FORMAT`): config_digest (of the
 :class:`~dynamics.training.config.TrainConfig` that wrote it), epoch (completed epochs), model (state_dict),
-framework (the spec of f̃ = f + g or None), switch (the switch record or None), optimizer, loader, rng (python /
-numpy / torch / cuda states), probe, conditions_tau, train_time_s.
+framework (the spec of f̃ = f + g or None), switch (the switch record or None), records (that epoch's metrics
+records, appended to metrics.jsonl after the checkpoint is written), optimizer, loader, rng (python / numpy /
+torch / cuda states), probe, conditions_tau, train_time_s.
 
 Integrity: beside ``last.pt`` lies ``last.pt.sha256`` (JSON ``{"accept": [sha256, ...]}``). A save writes, each
 step atomically, (1) the digest file accepting the old and the new digest, (2) the checkpoint, (3) the digest

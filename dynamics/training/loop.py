@@ -40,7 +40,7 @@ from dynamics.training.config import TrainConfig
 from dynamics.training.determinism import deterministic_algorithms
 from dynamics.training.distributed import DistContext, setup, teardown
 from dynamics.training.evaluation import evaluate, loss_fn
-from dynamics.training.optimizers import set_epoch_lr
+from dynamics.training.run_certificate import predictions
 from dynamics.training.run_folder import RunFolder, check_out_folder, load_run
 from dynamics.training.run_lock import RunLock
 from dynamics.training.run_state import RunState
@@ -153,6 +153,8 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
             os._exit(17)
     summary = build_summary(run, status, error, time.perf_counter() - t_start) if ctx.is_main else None
     if summary is not None:
+        if status == "completed":
+            folder.write_test_predictions(predictions(run.model, run.data.x_test))
         folder.write_summary(summary)
     ctx.barrier()
     if error is not None:
@@ -181,7 +183,8 @@ def tqdm_is_tty() -> bool:
 def run_epoch(run: RunState, folder: RunFolder, progress: bool | None) -> EpochRecord:
     """Train one epoch; return its record (test metrics on evaluation epochs, main process)."""
     cfg, ctx = run.cfg, run.ctx
-    lr = set_epoch_lr(run.opt, cfg, run.epoch)
+    lr, zeta_lr = run.set_epoch_lr()
+    loss_kind = run.loss
     run.loader.set_epoch(run.epoch)
     run.net.train()
     indexed = run.indexed
@@ -194,7 +197,7 @@ def run_epoch(run: RunState, folder: RunFolder, progress: bool | None) -> EpochR
         n_global = len(ib)
         xb, yb, ib = ctx.shard(xb, yb, ib)
         out = run.net(xb, index=ib) if indexed else run.net(xb)
-        per = loss_fn(cfg.loss, out, yb)
+        per = loss_fn(loss_kind, out, yb)
         loss = per.sum() * (ctx.world_size / n_global)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -218,8 +221,8 @@ def run_epoch(run: RunState, folder: RunFolder, progress: bool | None) -> EpochR
     phase = run.phase
     run.epoch += 1
     rec = EpochRecord(epoch=run.epoch, phase=phase, running_train_loss=float(sums[0] / sums[2]),
-                      running_train_acc=float(sums[1] / sums[2]), lr=lr, epoch_time_s=elapsed,
-                      samples_per_s=float(sums[2]) / elapsed)
+                      running_train_acc=float(sums[1] / sums[2]), lr=lr, zeta_lr=zeta_lr, loss=loss_kind,
+                      epoch_time_s=elapsed, samples_per_s=float(sums[2]) / elapsed)
     if ctx.is_main and (run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs):
-        rec.test_loss, rec.test_acc = evaluate(run.model, run.data.x_test, run.data.y_test, cfg.loss)
+        rec.test_loss, rec.test_acc = evaluate(run.model, run.data.x_test, run.data.y_test, loss_kind)
     return rec

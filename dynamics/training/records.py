@@ -103,7 +103,8 @@ class EpochRecord:
 
     ``running_train_loss`` / ``running_train_acc``: mean over the epoch's samples of the loss / accuracy at the
     parameters of each step, in train mode. ``test_loss`` / ``test_acc``: eval mode on the whole test set at the
-    end of the epoch (``None`` on epochs without evaluation).
+    end of the epoch (``None`` on epochs without evaluation). ``lr``: the network's learning rate; ``zeta_lr``:
+    ζ's after the switch (None before); ``loss``: the loss minimised in this epoch (``ce`` | ``mse``).
     """
 
     epoch: int
@@ -115,6 +116,8 @@ class EpochRecord:
     test_acc: float | None = None
     epoch_time_s: float = 0.0
     samples_per_s: float = 0.0
+    zeta_lr: float | None = None
+    loss: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "epoch", **dataclasses.asdict(self)}
@@ -264,6 +267,8 @@ class RunSummary:
     ``status``: ``"completed"`` or ``"nonfinite"`` (the loss became NaN/inf; ``error`` says where).
     ``switch``: the :class:`SwitchRecord` of a modified run that reached τ, else ``None``.
     ``n_train`` / ``n_test``: the sizes actually trained / tested on (after ``train_subset``).
+    ``run_certificate_tau`` / ``_end``: the run certificates of a modified run (the dicts of
+    :class:`dynamics.training.run_certificate.RunCertificate`, kept as written).
     """
 
     config: TrainConfig
@@ -275,6 +280,8 @@ class RunSummary:
     switch: SwitchRecord | None = None
     conditions_tau: ConditionCheck | None = None
     conditions_end: ConditionCheck | None = None
+    run_certificate_tau: dict[str, Any] | None = None
+    run_certificate_end: dict[str, Any] | None = None
     zeta: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
@@ -301,6 +308,7 @@ class RunSummary:
             "switch": None if self.switch is None else self.switch.to_dict(),
             "conditions": {"tau": None if self.conditions_tau is None else self.conditions_tau.to_dict(),
                            "end": None if self.conditions_end is None else self.conditions_end.to_dict()},
+            "run_certificates": {"tau": self.run_certificate_tau, "end": self.run_certificate_end},
             "zeta": self.zeta, "provenance": self.provenance, "wall_time_s": self.wall_time_s,
             "train_time_s": self.train_time_s, "probe_time_s": self.probe_time_s,
             "probe_fraction": self.probe_fraction, "loss_definition": self.loss_definition,
@@ -323,7 +331,9 @@ class RunSummary:
         return cls(config=config, status=str(d["status"]), epochs_completed=int(d["epochs_completed"]),
                    final=FinalMetrics.from_dict(d.get("final") or {}), n_train=d.get("n_train"),
                    n_test=d.get("n_test"), switch=switch, conditions_tau=check(conds.get("tau")),
-                   conditions_end=check(conds.get("end")), zeta=d.get("zeta"), provenance=d.get("provenance") or {},
+                   conditions_end=check(conds.get("end")),
+                   run_certificate_tau=(d.get("run_certificates") or {}).get("tau"),
+                   run_certificate_end=(d.get("run_certificates") or {}).get("end"), zeta=d.get("zeta"), provenance=d.get("provenance") or {},
                    wall_time_s=float(d.get("wall_time_s", 0.0)), train_time_s=float(d.get("train_time_s", 0.0)),
                    probe_time_s=float(d.get("probe_time_s", 0.0)), error=d.get("error"),
                    loss_definition=str(d.get("loss_definition", "")), schema=schema)

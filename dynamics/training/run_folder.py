@@ -5,6 +5,7 @@ Layout (every file is written atomically or appended line by line, see :mod:`dyn
     config.json          ConfigSnapshot (dynamics.training.records)
     metrics.jsonl        one EpochRecord / ProbeRecord per line
     summary.json         RunSummary, once the run has ended
+    test_predictions.npy argmax predictions on the test set at the final parameters (int64, test-set order)
     checkpoints/last.pt  the last checkpoint, with last.pt.sha256 beside it (dynamics.training.checkpoint)
     .lock                held while a training writes the folder (dynamics.training.run_lock)
 
@@ -27,6 +28,7 @@ False
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -36,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamics.atomic import append_line, write_json, write_text
+import numpy as np
+
+from dynamics.atomic import append_line, write_bytes, write_json, write_text
 from dynamics.data.train_test import split_size
 from dynamics.errors import InputError, RunStateError
 from dynamics.training.records import (
@@ -50,7 +54,7 @@ __all__ = ["RunFolder", "RunRecord", "load_run", "is_finished", "read_metrics", 
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "test_predictions.npy")
 
 
 def check_out_folder(root: str | os.PathLike) -> Path:
@@ -121,6 +125,7 @@ class RunFolder:
         self.config = self.root / "config.json"
         self.metrics = self.root / "metrics.jsonl"
         self.summary = self.root / "summary.json"
+        self.test_predictions = self.root / "test_predictions.npy"
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
 
@@ -180,6 +185,12 @@ class RunFolder:
 
     def write_config(self, config: TrainConfig) -> None:
         write_json(self.config, ConfigSnapshot(config).to_dict())
+
+    def write_test_predictions(self, pred: np.ndarray) -> None:
+        """``test_predictions.npy``: argmax predictions (n_test,) int64 at the final parameters, test-set order."""
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(pred, dtype=np.int64))
+        write_bytes(self.test_predictions, buf.getvalue())
 
     def write_summary(self, summary: RunSummary) -> None:
         write_json(self.summary, summary.to_dict())

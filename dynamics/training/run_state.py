@@ -25,9 +25,10 @@ from dynamics.training.certification import check_conditions
 from dynamics.training.config import TrainConfig
 from dynamics.training.determinism import rng_state, rng_untouched, seed_everything, set_rng_state
 from dynamics.training.distributed import DistContext
-from dynamics.training.framework import rebuild, switch
+from dynamics.training.framework import rebuild, switch, zeta_lr
 from dynamics.training.optimizers import ADAPTIVE, add_param_group, build_optimizer, set_epoch_lr
 from dynamics.training.probes import Probe
+from dynamics.training.run_certificate import run_certificate
 
 __all__ = ["RunState"]
 
@@ -53,6 +54,7 @@ class RunState:
         self.epoch = 0
         self.switch: SwitchRecord | None = None
         self.conditions_tau: ConditionCheck | None = None
+        self.run_certificate_tau: dict[str, Any] | None = None
         self.train_time_s = 0.0
         self.probe = (Probe(x_tr, self.data.y_train, data.num_classes, cfg.probe_every, cfg.probe_size, cfg.seed)
                       if cfg.probe_every else None)
@@ -61,6 +63,28 @@ class RunState:
     @property
     def phase(self) -> str:
         return "base" if self.switch is None else "modified"
+
+    @property
+    def loss(self) -> str:
+        """The loss being minimised now: ``phase2_loss`` after the switch when given, else ``loss``."""
+        return self.cfg.loss if self.switch is None or self.cfg.phase2_loss is None else self.cfg.phase2_loss
+
+    @property
+    def adaptive(self) -> bool:
+        return self.cfg.optimizer in ADAPTIVE
+
+    def set_epoch_lr(self) -> tuple[float, float | None]:
+        """Set the learning rates of the current epoch: the schedule's for the network, and after the switch ζ's
+        (:func:`~dynamics.training.framework.zeta_lr`: growing geometrically from ``zeta_step`` to
+        ``zeta_step_final`` for SGD-like optimisers; the scheduled lr for adaptive ones). Returns (lr, ζ's lr)."""
+        lr = set_epoch_lr(self.opt, self.cfg, self.epoch)
+        if self.switch is None:
+            return lr, None
+        cfg = self.cfg
+        z = lr if self.adaptive else zeta_lr(lr, self.epoch, self.switch.tau_effective, cfg.epochs, cfg.zeta_step,
+                                             cfg.zeta_step_final)
+        self.opt.param_groups[-1]["lr"] = z
+        return lr, z
 
     @property
     def indexed(self) -> bool:
@@ -74,12 +98,20 @@ class RunState:
         lr = set_epoch_lr(self.opt, cfg, self.epoch)
         with rng_untouched():
             aug, info = switch(self.model, d.x_train, d.y_train, d.num_classes, cfg.features, cfg.feature_options,
-                               lr=lr, batch_size=cfg.batch_size, adaptive=cfg.optimizer in ADAPTIVE,
-                               momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0, seed=cfg.seed)
+                               lr=lr, batch_size=cfg.batch_size, adaptive=self.adaptive,
+                               momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0, seed=cfg.seed,
+                               zeta_step=cfg.zeta_step)
         self._install(aug)
+        if cfg.phase2_weight_decay is not None:  # the network's groups; zeta's group is added next
+            for group in self.opt.param_groups:
+                group["weight_decay"] = cfg.phase2_weight_decay
         add_param_group(self.opt, [aug.zeta], weight_decay=cfg.zeta_weight_decay, lr=cfg.lr)
         self.opt.param_groups[-1]["initial_lr"] = cfg.lr
         self.switch = SwitchRecord.from_switch_info(self.epoch, info)
+        if self.ctx.is_main:
+            with rng_untouched():
+                self.run_certificate_tau = run_certificate(aug, d.x_train, d.y_train, d.x_test, d.y_test,
+                                                           self.switch.certificate, "tau", loss=self.loss).to_dict()
         if self.ctx.is_main:
             with rng_untouched():
                 self.conditions_tau = ConditionCheck.from_dict(check_conditions(
@@ -109,7 +141,7 @@ class RunState:
                 "optimizer": self.opt.state_dict(), "loader": self.loader.state_dict(), "rng": rng_state(),
                 "probe": self.probe.state_dict() if self.probe else None,
                 "conditions_tau": None if self.conditions_tau is None else self.conditions_tau.to_dict(),
-                "train_time_s": self.train_time_s}
+                "run_certificate_tau": self.run_certificate_tau, "train_time_s": self.train_time_s}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` of a run with the same configuration and data."""
@@ -130,6 +162,7 @@ class RunState:
         self.epoch = int(state["epoch"])
         ct = state["conditions_tau"]
         self.conditions_tau = None if ct is None else ConditionCheck.from_dict(ct)
+        self.run_certificate_tau = state.get("run_certificate_tau")
         self.train_time_s = float(state["train_time_s"])
         set_rng_state(state["rng"])
 
