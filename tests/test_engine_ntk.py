@@ -420,7 +420,7 @@ def test_cli_ntk_rejects_bad_sample_count(capsys):
     from dynamics.cli import main
 
     assert main(["ntk", "--n", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert "must be a positive integer" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["jacobian", "ntvp", "structured"])

@@ -27,6 +27,7 @@ import math
 import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
+from dynamics.engine.rules.base import gram
 from dynamics.engine.stacked import StackedFunction
 
 __all__ = ["group_rows", "ntk_jacobian", "ntk_ntvp", "row_blocks", "mirror_upper", "sample_tiles"]
@@ -109,7 +110,8 @@ def _contract(J1: torch.Tensor, J2: torch.Tensor) -> torch.Tensor:
     """(B1, c1, m) x (B2, c2, m) -> (B1, c1, B2, c2)."""
     B1, c1, m = J1.shape
     B2, c2, _ = J2.shape
-    return (J1.reshape(B1 * c1, m) @ J2.reshape(B2 * c2, m).T).reshape(B1, c1, B2, c2)
+    A = J1.reshape(B1 * c1, m)
+    return gram(A, A if J2 is J1 else J2.reshape(B2 * c2, m)).reshape(B1, c1, B2, c2)
 
 
 def ntk_jacobian(sf1: StackedFunction, sf2: StackedFunction, sym: bool, plan, Kf: torch.Tensor) -> None:

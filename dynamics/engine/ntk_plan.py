@@ -116,6 +116,15 @@ def _plan_jacobian(sf1, sf2, sym, st, budget):
         return s * (B * c * m + act + B * B * c * c)
 
     n_rows = (n1 + (0 if sym else n2)) * k
+    # one Jacobian of all selected parameters and one contraction, when J (and its row blocks) fit
+    B = _largest(lambda b: s * n_rows * sf1.p + s * b * k * sf1.p + temp(b, k) <= budget, max(n1, n2))
+    if B:
+        plan = Plan("jacobian", True, tile1=B, tile2=B, out_chunk=k, cache=True, param_chunks=[list(sf1.names)],
+                    rules={"all parameters": "jacobian-contraction"}, min_bytes=2 * s * m + temp(1, 1),
+                    peak_bytes=s * n_rows * sf1.p + s * B * k * sf1.p + temp(B, k))
+        nb1, nb2 = math.ceil(n1 / B), math.ceil(n2 / B)
+        plan.flops = (nb1 + (0 if sym else nb2)) * _row_cost(ps, F, B, k, N) + 2 * pairs * k * k * sf1.p
+        return plan
     B = _largest(lambda b: s * n_rows * m + temp(b, k) <= budget, max(n1, n2))
     plan = Plan("jacobian", True, param_chunks=[names for names in st.groups.values()],
                 rules={g: "jacobian-contraction" for g in st.groups}, min_bytes=2 * s * m + temp(1, 1))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_internals
 
-__all__ = ["LayerInfo", "Dims", "LayerRule", "unchanged_forward", "pair"]
+__all__ = ["LayerInfo", "Dims", "LayerRule", "unchanged_forward", "pair", "gram"]
 
 
 @dataclass
@@ -114,11 +114,30 @@ def why_not_unchanged(module: nn.Module, rule_types: tuple) -> str:
     return ""
 
 
+def gram(A: torch.Tensor, B: torch.Tensor, parts: int = 4) -> torch.Tensor:
+    """``A @ B.T``; when ``B is A`` only the blocks on and above the diagonal of ``parts x parts`` are multiplied
+    (10 of 16 for 4 parts) and the rest is their transpose, so the result is exactly symmetric."""
+    if B is not A or A.shape[0] < 2 * parts:
+        return A @ B.T
+    n = A.shape[0]
+    size = -(-n // parts)
+    rows = [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    out = A.new_empty(n, n)
+    for a, ra in enumerate(rows):
+        for rb in rows[a:]:
+            block = A[ra] @ A[rb].T
+            out[ra, rb] = block
+            if rb != ra:
+                out[rb, ra] = block.T
+    return out
+
+
 def pair(P1: torch.Tensor, P2: torch.Tensor) -> torch.Tensor:
     """Per-sample gradients (B1, k, m) x (B2, k, m) -> kernel block (B1, k, B2, k)."""
     B1, k, m = P1.shape
     B2 = P2.shape[0]
-    return (P1.reshape(B1 * k, m) @ P2.reshape(B2 * k, m).T).reshape(B1, k, B2, k)
+    A = P1.reshape(B1 * k, m)
+    return gram(A, A if P2 is P1 else P2.reshape(B2 * k, m)).reshape(B1, k, B2, k)
 
 
 class LayerRule:

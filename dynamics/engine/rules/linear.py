@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from dynamics.engine.rules.base import Dims, LayerInfo, LayerRule, cat_parts
+from dynamics.engine.rules.base import Dims, LayerInfo, LayerRule, cat_parts, gram
 
 __all__ = ["LinearRule"]
 
@@ -66,12 +66,13 @@ class LinearRule(LayerRule):
     def pair_block(self, layer: LayerInfo, variant: str, X1, G1, X2, G2, cache: dict) -> torch.Tensor:
         if variant != "linear-gram":
             return super().pair_block(layer, variant, X1, G1, X2, G2, cache)
-        k = G1.shape[1]
+        k, same = G1.shape[1], X1 is X2 and G1 is G2
         X1, X2 = X1.reshape(X1.shape[0], layer.d_in), X2.reshape(X2.shape[0], layer.d_in)
-        A = X1 @ X2.T if layer.weight else X1.new_zeros(X1.shape[0], X2.shape[0])
+        A = gram(X1, X1 if same else X2) if layer.weight else X1.new_zeros(X1.shape[0], X2.shape[0])
         if layer.bias:
             A = A + 1
-        GG = (G1.reshape(-1, layer.d_out) @ G2.reshape(-1, layer.d_out).T).reshape(G1.shape[0], k, G2.shape[0], k)
+        g1 = G1.reshape(-1, layer.d_out)
+        GG = gram(g1, g1 if same else G2.reshape(-1, layer.d_out)).reshape(G1.shape[0], k, G2.shape[0], k)
         return A[:, None, :, None] * GG
 
     def batch_block(self, layer: LayerInfo, variant: str, X1, G1, X2, G2) -> torch.Tensor:
