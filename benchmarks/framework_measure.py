@@ -8,7 +8,7 @@ being refactored; it uses only the framework's public API (``switch``, ``run_cer
     OMP_NUM_THREADS=1 DYNAMICS_DATA=/path/to/datasets python benchmarks/framework_measure.py --dataset semeion \\
         --epochs 30 --variants base auto
 
-Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, zeta_step, wd2 (θ's weight
+Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, kernel_mass, zeta_step, wd2 (θ's weight
 decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by growth^(epoch − τ) in phase 2), final (ζ's step grows geometrically
 from zeta_step to this over phase 2, ``framework.zeta_lr``), zmom (ζ's momentum),
 features, max_block. Writes one JSON line per variant to ``--out``.
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, data: tuple, variant: dict) -> dict:
     for epoch in range(args.epochs):
         if variant.get("modified") and epoch == args.tau:
             t0 = time.perf_counter()
-            opts = {k: variant[k] for k in ("bandwidth", "max_block", "threshold") if k in variant}
+            opts = {k: variant[k] for k in ("bandwidth", "kernel_mass", "max_block", "threshold") if k in variant}
             net, info = switch(model, x, y, 10, features=variant.get("features", "auto"), feature_options=opts,
                                lr=args.lr, batch_size=64, momentum=0.9, seed=args.seed,
                                zeta_step=float(variant.get("zeta_step", 0.5)))

@@ -104,3 +104,12 @@ def test_bound_streams_blocks_and_holds_on_well_separated_points():
 def test_a_kernel_too_dense_for_the_memory_budget_is_refused():
     with pytest.raises(MemoryBudgetError, match="max_nnz"):
         gaussian_kernel_bound(_points(30), sigma=10.0, threshold=1e-5, max_nnz=100)
+
+
+def test_default_bandwidth_gives_the_requested_kernel_mass():
+    h, y = _points(200, 6), torch.zeros(200, dtype=torch.long)
+    for mass in (0.1, 0.3, 1.0):
+        fm = GaussianKernelFeatures(kernel_mass=mass).fit(h, y, 2)
+        phi = fm.raw(h).double()
+        off = (phi.sum(1) - phi.max(1).values).mean()  # minus each row's self-entry (≈ 1; centres are sorted)
+        assert float(off) == pytest.approx(mass, rel=1e-3)

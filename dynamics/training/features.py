@@ -14,7 +14,8 @@ Constructions (``FEATURES``):
 
 * ``gaussian`` (what ``auto`` means, at every n): φ_j(h) = exp(−‖z − z_j‖²/(2σ²)), set to 0 below ``threshold``,
   z = the representation standardised per coordinate, centred at the n_u distinct training points;
-  σ = ``bandwidth`` × the median nearest-neighbour distance of the z_j. Certificate: exact distinctness and the
+  σ set so that the mean off-diagonal row sum of Φ is ``kernel_mass`` (or ``bandwidth`` × the median
+  nearest-neighbour distance). Certificate: exact distinctness and the
   proven bound of :mod:`dynamics.training.kernel_bound` (all points, streamed in blocks).
 * ``random``: φ(h) = relu(W z + b)/√m, m = ``width_factor`` × n ≥ n random features of z. Certificate:
   numerical rank of Φ on all points when n ≤ ``exact_limit`` (float64 eigenvalues, not a proof), else none.
@@ -116,6 +117,23 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0)
 
 
+def _mean_mass(d2: torch.Tensor, sigma: float, threshold: float) -> float:
+    k = torch.exp(-d2 / (2.0 * sigma * sigma))
+    return float(k.masked_fill(k < threshold, 0.0).sum(1).mean())
+
+
+def _sigma_for_mass(d2: torch.Tensor, mass: float, threshold: float, scale: float) -> float:
+    """σ at which the mean off-diagonal row sum of the thresholded kernel over the sampled rows ``d2`` (q, n),
+    self-distances inf, equals ``mass`` (bisection in log σ; the mass grows with σ)."""
+    lo, hi = scale * 1e-3, scale
+    while _mean_mass(d2, hi, threshold) < mass and hi < scale * 1e6:
+        hi *= 4.0
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if _mean_mass(d2, mid, threshold) < mass else (lo, mid)
+    return lo
+
+
 class FeatureMap(nn.Module):
     """Base class. ``scale`` (buffer) multiplies φ; the framework sets it from the optimiser (see framework)."""
 
@@ -188,27 +206,35 @@ class _Standardise(FeatureMap):
 class GaussianKernelFeatures(_Standardise):
     """Thresholded Gaussian kernel on the standardised representation, centred at the distinct training points.
 
-    σ = ``bandwidth`` × median nearest-neighbour distance (data-scaled); entries below ``threshold`` are 0, which
-    makes Φ sparse (the training cache is local) and is part of the certified matrix.
+    σ is data-scaled: by default (``bandwidth=None``) the σ at which a training point's kernel row outside the
+    diagonal sums, on average over 2000 sampled points, to ``kernel_mass`` (0.3): every point, and a test point
+    alike, sees about that much weight from its neighbours, whatever n and the intrinsic dimension; with
+    ``bandwidth`` given, σ = bandwidth × median nearest-neighbour distance. Entries below ``threshold`` are 0,
+    which makes Φ sparse (the training cache is local) and is part of the certified matrix.
     """
 
     name = "gaussian"
 
-    def __init__(self, bandwidth: float = 0.5, threshold: float = 1e-5, max_block: int = 2048,
-                 exact_limit: int = 3000, seed: int = 0) -> None:
+    def __init__(self, bandwidth: float | None = None, kernel_mass: float = 0.3, threshold: float = 1e-5,
+                 max_block: int = 2048, exact_limit: int = 3000, seed: int = 0) -> None:
         super().__init__(exact_limit, seed)
-        if not (isinstance(bandwidth, (int, float)) and bandwidth > 0 and math.isfinite(bandwidth)):
+        if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0
+                                          and math.isfinite(bandwidth)):
             raise InputError(f"bandwidth must be a finite number > 0 (a multiple of the median nearest-neighbour "
-                             f"distance), got {bandwidth!r}")
+                             f"distance) or None (set by kernel_mass), got {bandwidth!r}")
+        if not (isinstance(kernel_mass, (int, float)) and 0 < kernel_mass < 100):
+            raise InputError(f"kernel_mass must lie in (0, 100) (the mean off-diagonal row sum of Φ), got "
+                             f"{kernel_mass!r}")
         if not 0 < threshold < 1:
             raise InputError(f"threshold must lie in (0, 1), got {threshold!r}")
-        self.bandwidth, self.threshold, self.max_block = float(bandwidth), float(threshold), int(max_block)
+        self.bandwidth = None if bandwidth is None else float(bandwidth)
+        self.kernel_mass, self.threshold, self.max_block = float(kernel_mass), float(threshold), int(max_block)
         self.register_buffer("centres", torch.zeros(0, 0))
         self.register_buffer("sigma", torch.ones(()))
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "bandwidth": self.bandwidth, "threshold": self.threshold,
-                "max_block": self.max_block}
+        return {**super().options(), "bandwidth": self.bandwidth, "kernel_mass": self.kernel_mass,
+                "threshold": self.threshold, "max_block": self.max_block}
 
     @property
     def out_dim(self) -> int:
@@ -225,8 +251,12 @@ class GaussianKernelFeatures(_Standardise):
         d2[torch.arange(len(q)), q] = math.inf  # exclude each query point itself
         nn_d = d2.min(1).values.sqrt()
         nn_d = nn_d[torch.isfinite(nn_d) & (nn_d > 0)]
-        med = float(nn_d.median()) if len(nn_d) else 1.0
-        self.sigma = torch.tensor(max(med, 1e-12) * self.bandwidth, dtype=torch.float32)
+        med = max(float(nn_d.median()) if len(nn_d) else 1.0, 1e-12)
+        if self.bandwidth is not None:
+            sigma = med * self.bandwidth
+        else:
+            sigma = _sigma_for_mass(d2, self.kernel_mass, self.threshold, med)
+        self.sigma = torch.tensor(sigma, dtype=torch.float32)
         return self
 
     def raw(self, h: torch.Tensor) -> torch.Tensor:
