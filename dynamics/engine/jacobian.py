@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import jacrev, jvp, vjp, vmap
 
@@ -36,7 +37,7 @@ from dynamics.engine.memory import DEFAULT_WORKSPACE, Budget, check_budget
 from dynamics.engine.parameters import ParamSpec
 from dynamics.engine.precision import exact_matmul
 from dynamics.engine.stacked import StackedFunction
-from dynamics.errors import InputError, MemoryBudgetError
+from dynamics.errors import InputError
 from dynamics.inputs import as_vectors
 
 __all__ = ["jacobian", "JacobianOperator", "jacobian_rows"]
@@ -277,8 +278,6 @@ class JacobianOperator:
 
     def to_scipy(self):
         """A ``scipy.sparse.linalg.LinearOperator`` of J (numpy in, numpy out; float64 or float32)."""
-        from scipy.sparse.linalg import LinearOperator
-
         np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
 
         def to_np(t: torch.Tensor) -> np.ndarray:

@@ -14,17 +14,23 @@ Methods (all exact; they differ in speed and memory, see :mod:`dynamics.engine.n
 ``"jacobian"``  per parameter group (the selected parameters of one module), rows of J for tiles of x1 and x2,
                 contracted and accumulated (:mod:`dynamics.engine.ntk_contraction`);
 ``"ntvp"``      NTK-vector products K·e_j = J(x1)(J(x2)ᵀ e_j) from VJPs and vmapped JVPs;
-``"structured"`` per-layer kernels, Linear as (XXᵀ)⊙(GGᵀ), Conv2d by patches, BatchNorm affine from the
-                normalised inputs, autograd for the rest
+``"structured"`` per-layer kernels from the rules of :mod:`dynamics.engine.rules` (Linear as (XXᵀ)⊙(GGᵀ),
+                Conv2d incl. grouped/depthwise by patches, BatchNorm and LayerNorm affine parameters from the
+                normalised inputs), each on the exact layer type only; autograd for every other layer
                 (:mod:`dynamics.engine.ntk_by_layer`);
-``"auto"``      the feasible method with the fewest estimated operations.
+``"auto"``      the feasible method with the fewest estimated operations (never ``"ntvp"`` when an operation of the
+                network has no forward-mode derivative, see :mod:`dynamics.engine.forward_mode`).
 
-Memory: every method works in tiles (x1 samples x x2 samples x outputs x parameter groups) sized by the cost model
-so that its estimated intermediates plus K fit ``memory_budget``; the (n*k, p) Jacobian is never formed. The
+Memory (:mod:`dynamics.engine.memory`): ``memory_budget`` is the total the call may allocate -- K, the private copy
+of the model, and the intermediates of the tiles (x1 samples x x2 samples x outputs x parameter groups), sized by
+the cost model. ``"jacobian"`` forms J once and contracts it when J fits, else works per parameter group; the
 smallest tile is one sample, one output and one parameter group for ``"jacobian"``, one cotangent for
-``"ntvp"``, one sample with all its outputs for ``"structured"``; below that, MemoryBudgetError. The private copy
-of the model (:class:`~dynamics.engine.stacked.StackedFunction`) is not counted. K is accumulated in the compute
-dtype, with TF32 off.
+``"ntvp"``, one sample with all its outputs for ``"structured"``; below that, MemoryBudgetError. K is filled in
+place in its final layout and accumulated in the compute dtype, with TF32 off.
+
+Random networks (Dropout, stochastic depth in training mode) are refused, naming the layer
+(:mod:`dynamics.engine.randomness`); attention runs through differentiable kernels inside the call
+(:mod:`dynamics.engine.attention`).
 
 >>> import torch, torch.nn as nn, dynamics
 >>> _ = torch.manual_seed(0)
@@ -73,8 +79,9 @@ class NTKInfo:
 
     Attributes:
         method: the algorithm used; ``requested``: what was asked for (``"auto"`` or the method).
-        rules: layer (module name) -> rule ("linear-gram", "conv-psg", "conv-patch", "bn-affine", "autograd",
-            ...; the ``-batch``/``-rows`` variants in ``bn_mode="batch"``);
+        rules: layer (module name) -> rule variant ("linear-gram", "linear-psg", "conv-psg", "conv-patch",
+            "bn-affine", "layernorm-affine", "autograd", ...; the ``-batch``/``-rows`` variants in
+            ``bn_mode="batch"``);
             for ``"jacobian"``/``"ntvp"`` the parameter groups processed.
         fallback: module -> why it has no structured rule.
         tile1, tile2: samples per tile of x1 and x2; out_chunk: outputs per block; n_param_chunks: parameter

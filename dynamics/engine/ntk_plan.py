@@ -5,8 +5,9 @@ F the forward multiply-adds per sample and a the activation elements per sample 
 :func:`dynamics.engine.layer_probe.probe_structure`), s the bytes per element, G the parameter groups
 (selected parameters of one module), m_g the size of group g. A row block is B samples x c outputs.
 
-``jacobian`` (contraction per group)
-    rows: each group recomputes its Jacobian rows, F·(1 + 2c) per sample and output chunk (forward plus c
+``jacobian`` (one Jacobian and one contraction when J fits; else contraction per group)
+    whole: rows of all n1 (+ n2) samples once, F·(1 + 2k) per sample, and 2·n1·n2·k²·p for the product.
+    Memory: all rows (n1 + n2)·k·p plus a block of B·k·p and activations. Per group: each group recomputes its Jacobian rows, F·(1 + 2c) per sample and output chunk (forward plus c
     backward passes; all n in ``bn_mode="batch"``, where every row needs the whole batch);
     contraction: 2·n1·n2·k²·m_g per group. Memory: two row blocks B·c·m_g (or all rows of the group when they
     fit: then nothing is recomputed) plus activations 3·B·(1 + c)·a.
@@ -14,15 +15,16 @@ F the forward multiply-adds per sample and a the activation elements per sample 
     vjp for each column block, then one jvp over x1 per column: 2·F·n1·n2·k. Memory: r = B·c cotangents
     of size p (or m_g when the parameters must be split), their jvps over B samples: 3·r·B·a.
 ``structured`` (per-layer rules)
-    capture of layer inputs and output gradients: F·(1 + 2k) per sample; per layer the rule's own count
-    (Linear: n1·n2·(d_in + k²·d_out); BatchNorm affine: n·k·(outputs) + n1·n2·k²·2C; Conv2d: the cheaper of
+    capture of layer inputs and output gradients: F·(1 + 2k) per sample; per layer the rule's own ``cost``
+    and ``memory`` (:mod:`dynamics.engine.rules`; e.g. Linear n1·n2·(d_in + k²·d_out), Conv2d the cheaper of
     per-sample gradients n·k·C_out·P·L + n1·n2·k²·C_out·P and patch Grams
     n1·n2·(L²·P + k·C_out·L² + k²·C_out·L)); the fallback
     groups as in ``jacobian``, all at once. Memory: captures of two tiles, B·(Σ inputs + k·Σ outputs + k·p_fb)
     plus the largest rule temporary.
 
 ``auto`` takes the feasible method with the fewest estimated multiply-adds; tile sizes are the largest that
-fit ``memory_budget`` (K itself is counted against the budget). Estimates, not measurements: they rank the
+fit the workspace that ``memory_budget`` leaves (:mod:`dynamics.engine.memory`: K, the private copy of the
+model and a slack are counted against it). Estimates, not measurements: they rank the
 methods by orders of magnitude, which is what the choice needs.
 
 >>> import torch, torch.nn as nn
