@@ -36,6 +36,7 @@ from dynamics.training.records import EpochRecord, RunSummary
 from dynamics.training.checkpoint import CheckpointError, load_checkpoint
 from dynamics.training.config import TrainConfig
 from dynamics.training.loop import check_runnable, train
+from dynamics.training.run_certificate import RunCertificate
 
 __all__ = ["HELP", "add_arguments", "config_from_args", "run", "command_line"]
 
@@ -160,6 +161,9 @@ def _print_summary(out: Any, s: RunSummary) -> None:
           f"acc {f.test_acc:.4f}")
     if s.switch is not None:
         print(f"  switch at tau={s.switch.tau_effective}: features {s.switch.features}, scale {s.switch.scale:.3g}")
+    for when, d in (("tau", s.run_certificate_tau), ("end", s.run_certificate_end)):
+        if d is not None:
+            print("  " + str(RunCertificate.from_dict(d)).replace("\n", "\n  "))
     for when, c in (("tau", s.conditions_tau), ("end", s.conditions_end)):
         if c is not None:
             print(f"  conditions at {when}: on-model residual {c.on_model_residual:.2e} "
