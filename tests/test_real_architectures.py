@@ -241,12 +241,35 @@ def test_structured_rules_cover_the_standard_layers(name):
         "depthwise_separable_se_silu": ({"dw": "conv-psg", "bn1": "bn-affine", "se.reduce": "conv-patch"}, set()),
         "convnext_block": ({"dwconv": "conv-psg", "pwconv1": "linear-psg", "head_norm": "layernorm-affine"},
                            {"", "norm"}),
-        "prenorm_mha_cls_pos": ({"block.norm1": "layernorm-affine", "block.mlp.0": "linear-psg"},
-                                {"", "block.attn.attn", "block.attn.attn.out_proj"}),
+        "prenorm_mha_cls_pos": ({"block.norm1": "layernorm-affine", "block.mlp.0": "linear-psg",
+                                 "": "broadcast-parameter"},  # class token and position embedding
+                                {"block.attn.attn", "block.attn.attn.out_proj"}),
     }[name]
     for layer, rule in expected[0].items():
         assert info.rules[layer] == rule, (layer, info.rules)
     assert set(info.fallback) == expected[1], info.fallback
+
+
+class MixesSamples(nn.Module):
+    """A (1, d) parameter that is NOT per-sample: its copy for one sample leaks into the others (batch mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = nn.Parameter(torch.randn(1, 3))
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        s = self.shift.mean(0, keepdim=True) if self.shift.shape[0] > 1 else self.shift
+        return self.fc(torch.tanh(x + s))
+
+
+def test_broadcast_parameter_rule_only_after_the_per_sample_check():
+    torch.manual_seed(4)
+    model, x = MixesSamples(), torch.randn(3, 3)
+    K, info = dynamics.ntk(model, x, method="structured", dtype=F64, return_info=True)
+    assert info.rules[""] == "autograd"  # the per-sample check saw sample 2's copy change sample 1's output
+    J = reference_jacobian(model, x)
+    assert rel(K.permute(0, 2, 1, 3).reshape(6, 6), J @ J.T) <= 1e-10
 
 
 @pytest.mark.parametrize("make", [lambda: ConvNeXtBlock(drop_path=0.3), lambda: TinyViT("sdpa", drop_path=0.3)])

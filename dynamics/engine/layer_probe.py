@@ -6,7 +6,10 @@ gets the rule of :data:`dynamics.engine.rules.RULES` that applies to it (exact t
 see :mod:`dynamics.engine.rules`) when it is also called exactly once, owns no parameter shared with another
 module, and keeps the samples along dimension 0. Everything else -- custom layers, subclasses that override
 ``forward``, parameters shared between modules or modules called several times, parameters registered on
-container modules -- is left to the autograd fallback, with the reason recorded.
+container modules -- is left to the autograd fallback, with the reason recorded. Exception: a container's
+parameter of shape (1, ...) that is broadcast over the samples (class token, position embedding) is verified to
+be so on two samples and then differentiated per sample in the same backward pass as the rules' layers
+(``Structure.broadcast``), not by the fallback.
 
 It also counts the multiply-adds of a forward pass per sample (Linear and convolution layers, plus one
 operation per activation element), the ``F`` of the cost model in :mod:`dynamics.engine.ntk_plan`.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,6 +48,11 @@ class Structure:
     flops_per_sample: float
     act_per_sample: float
     groups: dict[str, list[str]]  # module name -> selected parameter names, in column order
+    broadcast: dict[str, list[str]] = field(default_factory=dict)  # module -> parameters broadcast over samples
+
+    @property
+    def broadcast_names(self) -> list[str]:
+        return [n for names in self.broadcast.values() for n in names]
 
 
 def probe_structure(sf: StackedFunction) -> Structure:
@@ -107,10 +115,40 @@ def probe_structure(sf: StackedFunction) -> Structure:
         rule.describe(info, m, in_shape, out_shape)
         layers.append(info)
     groups = group_by_module(sf.names)
+    broadcast = {}
+    if sf.per_sample:  # parameters of container modules added to or concatenated with every sample
+        for mname in list(fallback):
+            if groups[mname] and all(_broadcast_over_samples(sf, n) for n in groups[mname]):
+                broadcast[mname] = groups[mname]
+                del fallback[mname]
     in_fallback = {n for mname in fallback for n in groups[mname]}
     fallback_names = [n for n in sf.names if n in in_fallback]
     flops = 2 * cost[0] + cost[1]
-    return Structure(layers, fallback, fallback_names, max(flops, 1.0), max(sf.activation_numel / sf.n, 1.0), groups)
+    return Structure(layers, fallback, fallback_names, max(flops, 1.0), max(sf.activation_numel / sf.n, 1.0), groups,
+                     broadcast)
+
+
+@torch.no_grad()
+def _broadcast_over_samples(sf: StackedFunction, name: str) -> bool:
+    """Whether parameter ``name`` of shape (1, ...) enters each sample through broadcasting along dimension 0.
+
+    Such a parameter (class token, position embedding) can be replaced by one copy per sample, P + e_i, and
+    ∂f(x_i)/∂P = ∂f(x_i)/∂e_i. Checked on two samples: with e = 0 the outputs are bitwise those of the model,
+    and changing e_2 leaves the outputs of sample 1 bitwise unchanged while the copy is used for sample 2 only.
+    """
+    P = sf.theta[name]
+    if P.dim() < 2 or P.shape[0] != 1 or not P.is_floating_point():
+        return False
+    xb = sf.x[:2] if sf.n >= 2 else sf.x[:1].repeat(2, *([1] * (sf.x.dim() - 1)))
+    e = torch.zeros((2,) + tuple(P.shape[1:]), dtype=P.dtype, device=P.device)
+    try:
+        base = sf.call(sf.theta, xb)
+        same = sf.call({**sf.theta, name: P + e}, xb)
+        e[1] = 1.0 + P[0].abs()
+        moved = sf.call({**sf.theta, name: P + e}, xb)
+    except Exception:  # the module does not accept one copy per sample: not this pattern
+        return False
+    return bool(torch.equal(same, base) and torch.equal(moved[0], base[0]))
 
 
 def _refusal(m: nn.Module, rule, calls: int, shapes, nb: int, uses: list[int]) -> str:

@@ -47,10 +47,11 @@ def capture(sf: StackedFunction, st: Structure, samples: slice) -> dict:
     (sample in ``samples``, output). ``"fb"`` holds the fallback rows ``(B, k, p_fb)`` (or None).
     """
     k = sf.k
-    result: dict = {"X": {}, "G": {}, "fb": None}
+    result: dict = {"X": {}, "G": {}, "fb": None, "bc": None}
     if st.fallback_names:
         result["fb"] = group_rows(sf, st.fallback_names, samples, slice(0, k))
-    if not st.layers:
+    bnames = st.broadcast_names if sf.per_sample else []
+    if not st.layers and not bnames:
         return result
     modules = dict(sf.module.named_modules())
     eps: dict[str, torch.Tensor] = {}
@@ -65,13 +66,19 @@ def capture(sf: StackedFunction, st: Structure, samples: slice) -> dict:
         return hook
 
     handles = [modules[layer.module].register_forward_hook(make_hook(layer.module)) for layer in st.layers]
+    theta, copies = dict(sf.theta), []
+    B = samples.stop - samples.start
+    for name in bnames:  # one copy per sample of each broadcast parameter: P + e_i, differentiated at e = 0
+        P = sf.theta[name]
+        copies.append(torch.zeros((B,) + tuple(P.shape[1:]), dtype=P.dtype, device=P.device, requires_grad=True))
+        theta[name] = P + copies[-1]
     try:
         with torch.enable_grad():
-            out = sf.call(sf.theta, sf.x[samples] if sf.per_sample else None)
+            out = sf.call(theta, sf.x[samples] if sf.per_sample else None)
     finally:
         for h in handles:
             h.remove()
-    targets = [eps[layer.module] for layer in st.layers]
+    targets = [eps[layer.module] for layer in st.layers] + copies
     if sf.per_sample:
         # cotangent c: output c of every sample of the tile (samples are independent), vmapped over c
         eye = torch.eye(k, dtype=out.dtype, device=out.device)
@@ -84,6 +91,9 @@ def capture(sf: StackedFunction, st: Structure, samples: slice) -> dict:
             grads = [torch.stack([g[i] for g in per_c]) for i in range(len(targets))]
         for layer, g in zip(st.layers, grads):
             result["G"][layer.module] = g.transpose(0, 1)  # (B, k, *out)
+        if copies:
+            per = [g.transpose(0, 1).reshape(B, k, -1) for g in grads[len(st.layers):]]
+            result["bc"] = torch.cat(per, dim=-1)  # (B, k, p_bc): per-sample gradients, broadcast parameters
     else:
         rows = torch.arange(samples.start * k, samples.stop * k, device=out.device)
         cot = torch.zeros(len(rows), out.numel(), dtype=out.dtype, device=out.device)
@@ -137,6 +147,8 @@ def ntk_structured(sf1: StackedFunction, sf2: StackedFunction, sym: bool, plan, 
                                                    C2["X"][name], C2["G"][name], psg1)
                 if C1["fb"] is not None:
                     block += pair(C1["fb"], C2["fb"])
+                if C1["bc"] is not None:
+                    block += pair(C1["bc"], C2["bc"])
             else:
                 block = Kf[s1, :, s2, :]  # rows (sample, output) of tile 1 x rows of tile 2
                 B1, B2 = s1.stop - s1.start, s2.stop - s2.start

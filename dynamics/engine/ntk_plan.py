@@ -191,6 +191,8 @@ def _structured_rules(st, d: Dims) -> dict:
     rules = {layer.module: layer.rule.variant(layer, d) for layer in st.layers}
     for mname in st.fallback:
         rules[mname] = "autograd" if d.per_sample else "autograd-rows"
+    for mname in st.broadcast:
+        rules[mname] = "broadcast-parameter"
     return rules
 
 
@@ -199,10 +201,11 @@ def _plan_structured(sf1, sf2, sym, st, budget):
     d = Dims(n1, n2, k, sym, ps)
     rules = _structured_rules(st, d)
     p_fb = sum(sf1.numels[sf1.names.index(n)] for n in st.fallback_names)
+    p_bc = sum(sf1.numels[sf1.names.index(n)] for n in st.broadcast_names) if ps else 0
     sum_in = sum(layer.in_numel for layer in st.layers)
     sum_out = sum(layer.out_numel for layer in st.layers)
     N = max(n1, n2)
-    rule_flops = 2 * pairs * k * k * p_fb
+    rule_flops = 2 * pairs * k * k * (p_fb + p_bc)
     ne = n1 + (0 if sym else n2)
 
     def rule_temp(B1, B2):
@@ -212,7 +215,7 @@ def _plan_structured(sf1, sf2, sym, st, budget):
         return s * worst
 
     if ps:
-        cap = s * (sum_in + k * sum_out + k * p_fb)  # per sample of a tile
+        cap = s * (sum_in + k * sum_out + k * (p_fb + p_bc))  # per sample of a tile
 
         def mem(B, cached):
             held = ne * cap if cached else 2 * B * cap
