@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dynamics.errors import InputError
-from dynamics.reproduce.runs import discover_runs, group_runs, seed_band
+from dynamics.reproduce.run_groups import discover_runs, group_runs, seed_band
 from dynamics.training.run_folder import RunRecord
 from figures.plotting import save_figure
 

@@ -11,7 +11,7 @@ import pytest
 from dynamics.cli import reproduce as cli
 from dynamics.cli.report import write_figures
 from dynamics.errors import ConfigError, DataError, RunStateError
-from dynamics.reproduce import runner
+from dynamics.reproduce import campaign as runner
 from dynamics.reproduce.presets import Preset
 from dynamics.training.run_folder import load_run
 

@@ -20,7 +20,7 @@ from dynamics.cli import report as report_cli
 from dynamics.cli.report import write_figures
 from dynamics.errors import InputError, RunStateError
 from dynamics.reproduce.report import write_report
-from dynamics.reproduce.runs import discover_runs, group_runs
+from dynamics.reproduce.run_groups import discover_runs, group_runs
 from dynamics.reproduce.table import HEADERS, SkippedDataset, build_table
 from dynamics.training.run_folder import is_finished, load_run
 

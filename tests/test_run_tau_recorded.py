@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dynamics.cli import main
-from dynamics.reproduce.runs import discover_runs
+from dynamics.reproduce.run_groups import discover_runs
 from dynamics.training.run_folder import load_run
 from figures import training_curves
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from dynamics.cli.validate import arg, output_folder
 from dynamics.reproduce.presets import get_preset
 from dynamics.reproduce.report import write_report
-from dynamics.reproduce.runs import RunRecord, discover_runs
+from dynamics.reproduce.run_groups import RunRecord, discover_runs
 from dynamics.reproduce.table import COLUMNS_CAPTION
 from figures import conditions_over_training, training_curves
 from figures.plotting import save_figure

@@ -17,7 +17,7 @@ import sys
 from dynamics.cli.report import write_figures
 from dynamics.cli.validate import arg, device, folder_or_absent, output_folder, seed
 from dynamics.errors import InputError
-from dynamics.reproduce.runner import reproduce
+from dynamics.reproduce.campaign import reproduce
 
 HELP = "train the base vs modified comparison of a preset (paper | cpu) and write the table and figures"
 

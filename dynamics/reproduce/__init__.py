@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dynamics.reproduce.presets import PRESETS, Preset, preset_config_dicts, preset_configs
 from dynamics.reproduce.report import write_report
-from dynamics.reproduce.runner import plan, reproduce
-from dynamics.reproduce.runs import RunRecord, discover_runs, group_runs, load_run
+from dynamics.reproduce.campaign import plan, reproduce
+from dynamics.reproduce.run_groups import RunRecord, discover_runs, group_runs, load_run
 from dynamics.reproduce.table import ReproductionTable, SkippedDataset, build_table
 
 __all__ = ["reproduce", "plan", "write_report", "build_table", "ReproductionTable", "SkippedDataset",

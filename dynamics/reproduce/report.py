@@ -19,7 +19,7 @@ from pathlib import Path
 from dynamics.atomic import write_json, write_text
 from dynamics.errors import InputError
 from dynamics.provenance import provenance
-from dynamics.reproduce.runs import RunRecord
+from dynamics.reproduce.run_groups import RunRecord
 from dynamics.reproduce.table import ReproductionTable, SkippedDataset, build_table
 
 __all__ = ["write_report", "FigureWriter", "TABLE_FILES", "FIGURE_FILES"]

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dynamics.reproduce.runs import RunRecord, group_runs
+from dynamics.reproduce.run_groups import RunRecord, group_runs
 from dynamics.training.records import FinalMetrics
 
 __all__ = ["COLUMNS_CAPTION", "GroupStats", "ConditionStats", "TableRow", "SkippedDataset", "ReproductionTable",
@@ -328,7 +328,7 @@ def build_table(runs: Iterable[RunRecord], skipped: Sequence[SkippedDataset] = (
     """Aggregate runs (any mix of datasets, augmentation, base/modified, seeds) into the table.
 
     Args:
-        runs: run records (e.g. from :func:`dynamics.reproduce.runs.discover_runs`).
+        runs: run records (e.g. from :func:`dynamics.reproduce.run_groups.discover_runs`).
         skipped: datasets not run, listed under the table with their reason.
         caption: the table caption; default: a statement of what each column is.
     """
