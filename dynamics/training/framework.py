@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 SOURCES = ("features", "features+input")
 #: what ``features="auto"`` resolves to, at every n (label-free; ``nnlabel`` is only a named control)
 AUTO_FEATURES = "gaussian"
-#: TRANSITIONAL alias for dynamics/training/probes.py (H3), which still imports it; remove once probes uses
-#: ``on_model_subset`` below (or ``dynamics.models.base.readout_of``)
-_last_linear = readout_of
 
 
 def representation_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
