@@ -10,8 +10,13 @@ momentum on ``--n`` MNIST training images, then, on that training set in float64
 Each phase is timed (Jacobian blocks + Gram accumulation, eigendecomposition, upper-bound products); the result
 (bounds, conclusive, rank, times, threads, machine) is appended as one JSON line to ``--out``.
 
-Hardware and threads matter: the p × p eigendecomposition costs ~9p³ flops (≈40 min at p = 19,810 on one
-core of the 2-core development machine; minutes on a GPU), the accumulation n·k·p² flops.
+Hardware and threads matter. The subset route costs 2|S|kp² − ⅔p³ flops for the QR factorisation of [J_S, Y_S]
+plus the Jacobian rows of S and one forward-mode pass over all n for the upper bound; the exact route n·k·p² for
+JᵀJ plus ~9p³ for its eigendecomposition (≈ 40 min at p = 19,810 on one core of the development machine).
+
+Measured (results/alignment_bounds.jsonl; 2-core development machine shared with other jobs, load ≈ 6, one
+thread): n = 5,000, 3 epochs of SGD (train accuracy 0.774), |S| = 2,200 (J_S 22,000 × 19,811): J_S 122 s, QR 611 s,
+upper-bound pass ≈ 137 s, total 870 s (target ≤ 15 min); r ∈ [0.0629, 1.0], conclusive (alignment fails).
 
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 5000 --route subset
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 20000 --route gram
