@@ -72,9 +72,10 @@ from dynamics.conditions.guard import guarded
 from dynamics.conditions.reports import AlignmentReport
 from dynamics.conditions.subset_bound import subset_bytes, subset_lower_bound
 from dynamics.conditions.targets import normalise_targets
-from dynamics.engine.jacobian import JacobianOperator
+from dynamics.engine.jacobian import JacobianOperator, jacobian
 from dynamics.engine.parameters import ParamSpec
 from dynamics.errors import InputError, MemoryBudgetError, MethodError
+from dynamics.models.base import readout_of
 
 __all__ = ["check_alignment", "alignment_residual", "choose_method", "DEFAULT_ALIGNMENT_RTOL", "METHODS",
            "DEFAULT_ALIGNMENT_MEMORY_BUDGET"]
@@ -256,6 +257,22 @@ def _gram(model, op: JacobianOperator, Y: torch.Tensor, rank_rtol, budget: int, 
     return fields
 
 
+def _readout_upper(model, op: JacobianOperator, Y: torch.Tensor, dtype) -> Optional[float]:
+    """‖Y − J_R z_R‖/‖Y‖ for the least-squares z_R over the read-out's columns J_R (a few per output, all samples):
+    Col J_R ⊆ Col J, so it bounds r from above, cheaply (J_R is n·k × (d + 1)·k). None when the model has no
+    ``nn.Linear`` read-out among the parameters of J."""
+    try:
+        names = [n for n, p in model.named_parameters() if id(p) in {id(q) for q in readout_of(model).parameters()}]
+    except InputError:
+        return None
+    names = [n for n in names if n in set(op.param_names)]
+    if not names or 8 * op.n * op.k * sum(op.stacked.numels[op.param_names.index(n)] for n in names) > 2**30:
+        return None
+    J_r = jacobian(model, op.stacked.x, params=names, bn_mode=op.bn_mode, dtype=dtype).to(torch.float64)
+    z = torch.linalg.lstsq(J_r, Y.to(J_r).unsqueeze(1), driver="gelsd").solution.squeeze(1)
+    return float((Y.to(J_r) - J_r @ z).norm()) / float(Y.norm())
+
+
 def _explicit_residual(op: JacobianOperator, Y: torch.Tensor, z: torch.Tensor) -> float:
     """‖Y − J z‖/‖Y‖ by forward-mode products over the samples (J never formed): an upper bound on r."""
     with torch.no_grad():
@@ -290,9 +307,14 @@ def _subset(model, op: JacobianOperator, Y: torch.Tensor, budget: int, dtype, si
     bound = subset_lower_bound(model, op.stacked.x, Y, S, params=op.param_names, bn_mode=op.bn_mode, dtype=dtype,
                                block_samples=block_samples_for(k, p, budget // 4))
     upper = 1.0 if bound.z is None else min(_explicit_residual(op, Y, bound.z), 1.0)
+    readout = _readout_upper(model, op, Y, dtype)
     notes = [f"lower bound dist(Y_S, span Q₁)/‖Y‖ ≤ r_S·‖Y_S‖/‖Y‖ ≤ r from the QR factorisation of [J_S, Y_S] on "
-             f"|S| = {size} samples (no rank decision); upper bound ‖Y − J z_S‖/‖Y‖ at the least-squares z on S",
+             f"|S| = {size} samples (no rank decision); upper bound: the smaller of ‖Y − J z_S‖/‖Y‖ at the "
+             f"least-squares z on S ({upper:.4g}) and the least-squares fit of the read-out's columns "
+             f"({'n/a' if readout is None else f'{readout:.4g}'}), both in Col J",
              f"times: J_S {bound.seconds_jacobian:.1f} s, QR {bound.seconds_qr:.1f} s"]
+    if readout is not None:
+        upper = min(upper, readout)
     return dict(residual=upper, residual_lower=bound.lower, residual_upper=upper, accuracy=bound.rows * EPS,
                 trivial=False, rank=None, sigma_min=None, sigma_min_source=None, sigma_max=None, tolerance=None,
                 route="qr([J_S, Y_S])", iterations=None, istop=None, optimality=None, subset_size=size,
