@@ -20,7 +20,8 @@ floating-point accuracy of the route and its numerical-rank convention, both in 
       dist(Y_S, Col J_S) without any numerical rank decision (:mod:`.subset_bound`). It can be positive only
       when |S|·k > p (otherwise J_S generically has full row rank and r_S = 0). Cost 2|S|kp² − ⅔p³ flops;
     * upper: z_S = the least-squares solution on S; J z_S ∈ Col J, so r ≤ ‖Y − J z_S‖/‖Y‖, evaluated on all
-      samples by forward-mode products (J never formed).
+      samples by forward-mode products (J never formed); and the least-squares fit of the read-out's own
+      columns on all samples (Col J_R ⊆ Col J; n·k × (d + 1)·k, cheap). The smaller is reported.
 ``"lsqr"`` (fallback)
     ``scipy.sparse.linalg.lsqr`` on ``JacobianOperator.to_scipy()``. Upper bound ‖Y − J z‖/‖Y‖ at its final
     iterate (recomputed with one extra product); lower bound sqrt(‖r‖² − (‖Jᵀr‖/σ₊)²)/‖Y‖, rigorous only with
