@@ -38,23 +38,45 @@ def test_paper_preset_is_the_paper_protocol():
     assert PRESETS["paper"].reductions == ()
 
 
-def test_cpu_preset_states_its_reductions_in_the_caption():
+def test_cpu_preset_is_full_data_and_states_its_reductions_in_the_caption():
     p = PRESETS["cpu"]
     runs = preset_config_dicts("cpu")
-    assert len(runs) == 2 * 3 * 2  # mnist, semeion x 3 seeds x {base, modified}
+    # mnist x 3 seeds, semeion x 5 seeds, kmnist x 3 seeds (skipped where its training images are missing)
+    counts = {d: sum(c["dataset"] == d for _, c in runs) for d in ("mnist", "semeion", "kmnist")}
+    assert counts == {"mnist": 2 * 3, "semeion": 2 * 5, "kmnist": 2 * 3} and len(runs) == sum(counts.values())
+    assert {c["seed"] for _, c in runs if c["dataset"] == "semeion"} == {0, 1, 2, 3, 4}
+    assert {c["seed"] for _, c in runs if c["dataset"] == "mnist"} == {0, 1, 2}
+    assert all(c["train_subset"] is None for _, c in runs)  # full data: no subset anywhere
     assert {c["model"] for _, c in runs} == {CPU_MODEL} and {c["augment"] for _, c in runs} == {False}
-    by_dataset = {(c["dataset"], c["epochs"], tuple(c["milestones"]), c["tau"]) for _, c in runs if c["modified"]}
-    assert by_dataset == {("mnist", 15, (7, 11), 9), ("semeion", 50, (25, 37), 30)}
+    by_dataset = {(c["dataset"], c["epochs"], c["batch_size"], c["tau"]) for _, c in runs if c["modified"]}
+    assert by_dataset == {("mnist", 8, 256, 4), ("semeion", 50, 64, 25), ("kmnist", 8, 256, 4)}
     caption = p.caption()
-    for fact in ("resnet_small", "15 epochs instead of 50 (except Semeion", "3 seeds instead of 5",
-                 "no augmentation runs", "subset of 10,000 of the 60,000 training images"):
+    for fact in ("resnet8", "MNIST: 8 epochs instead of 50", "3 seeds instead of 5", "no augmentation runs",
+                 "one-cycle", "tau = 50 % instead of 60 %"):
         assert fact in caption
-    # everything not listed as a reduction equals the paper protocol
-    paper = dict(preset_config_dicts("paper", ["mnist"], augment=[False], seeds=[0]))["mnist-noaug-base-seed0"]
-    cpu = dict(runs)["mnist-noaug-base-seed0"]
-    differ = {k for k in paper if paper[k] != cpu[k]}
-    assert differ == {"model", "epochs", "milestones", "probe_every", "device", "train_subset"}
-    assert cpu["train_subset"] == 10000 and dict(runs)["semeion-noaug-base-seed0"]["train_subset"] is None
+    assert "subset" not in caption
+
+
+def test_cpu_preset_meets_the_model_and_recipe_statement():
+    """CifarResNet(1, 10, depth=8, width=1.0): skips, BatchNorm, widths 16/32/64, 77,754 parameters; SGD
+    Nesterov 0.9, weight decay 5e-4, per-step one-cycle to peak 0.2 at 25 %, channels_last."""
+    import torch
+
+    import dynamics.models as dm
+    from dynamics.models.resnet import BasicBlock
+
+    for _, c in preset_config_dicts("cpu"):
+        assert (c["optimizer"], c["momentum"], c["nesterov"], c["weight_decay"], c["lr"]) == ("sgd", 0.9, True,
+                                                                                              5e-4, 0.2)
+        assert (c["schedule"], c["onecycle_pct_start"], c["channels_last"], c["milestones"]) == \
+            ("onecycle", 0.25, True, [])
+        assert c["features"] == "auto" and c["epsilon_every"] == 1 and c["probe_every"] == 0
+    m = dm.create(CPU_MODEL, in_channels=1, num_classes=10, **PRESETS["cpu"].model_options)
+    assert sum(p.numel() for p in m.parameters()) == 77754
+    assert sum(isinstance(b, BasicBlock) for b in m.modules()) == 3
+    assert sum(isinstance(b, torch.nn.BatchNorm2d) for b in m.modules()) >= 7
+    convs = [mod.out_channels for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert {16, 32, 64} == set(convs)
 
 
 def test_every_preset_config_is_a_valid_complete_train_config():

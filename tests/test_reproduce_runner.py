@@ -63,6 +63,8 @@ def fake_train(monkeypatch):
         return {}
 
     monkeypatch.setattr(runner, "_train", _train)
+    real_missing = runner._missing  # the fake's message is kept unless a data root is given (dry runs)
+    monkeypatch.setattr(runner, "_missing", lambda dataset, root: None if root is None else real_missing(dataset, root))
     return calls
 
 
@@ -178,10 +180,30 @@ def test_tiny_reproduce_end_to_end_on_generated_data(tmp_path):
     assert sorted(row.modified.train_losses) == pytest.approx(losses)
     # "# train": recorded by the run (the data it was given), not the catalogue's 1000 for semeion
     assert row.n_train == 48 and all(r.summary.n_train == 48 for r in runs)
-    assert row.condition.verified == all(r.condition(w).holds for r in runs if r.modified for w in ("tau", "end"))
-    for name in ("table.md", "table.csv", "table.tex", "table.json", "training_curves.png",
-                 "conditions_over_training.png"):
+    assert row.condition.full_set_certified == [all(r.condition(w).full_set_certified for w in ("tau", "end"))
+                                                for r in runs if r.modified]
+    # the new per-seed keys, each from its run's own files
+    mod = [r for r in runs if r.modified]
+    assert row.modified.optimality_eps == [r.summary.run_certificate_end["epsilon_ce"] for r in mod]
+    assert row.modified.train_accuracies == [r.final.train_acc for r in mod]
+    assert row.modified.g_over_f_test == [r.summary.run_certificate_end["g_over_f_test"] for r in mod]
+    assert all(0 <= c <= 1 for c in row.modified.test_predictions_changed)
+    assert len(row.base.alignment_lower) == 2  # computed or skipped with a reason, never absent
+    assert all((lo is None) == (note is not None) for lo, note in zip(row.base.alignment_lower,
+                                                                      row.base.alignment_lower_notes))
+    saved = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    for key in ("optimality_eps", "train_accuracies", "g_over_f_test", "test_predictions_changed"):
+        assert key in saved["modified"]
+    assert "alignment_lower" in saved["base"] and "full_set_certified" in saved["condition"]
+    assert {"dataset", "n_train"} <= set(saved) and {"seeds", "test_errors", "train_losses"} <= set(saved["base"])
+    assert "r at" not in (tmp_path / "out" / "table.md").read_text()
+    for name in ("table.md", "table.csv", "table.tex", "table.json", "training_curves.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+    # the run-certificate figure: epsilon at tau and at the end of every modified run (it draws from the records)
+    from figures import conditions_over_training
+    assert conditions_over_training.has_data(runs)
+    assert all(len(conditions_over_training.epsilon_curve(r)[0]) >= 1 for r in mod)
+    assert conditions_over_training.plot(runs).axes
     # a second call trains nothing
     lines.clear()
     again = runner.reproduce(tiny_preset(), out_dir=tmp_path / "out", data_root=str(empty_root),

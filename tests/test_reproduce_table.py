@@ -53,6 +53,9 @@ def write_run(root: Path, dataset: str, augment: bool, modified: bool, seed: int
                                  "train_loss": loss, "train_acc": 0.9, "test_loss": 0.3,
                                  "test_acc": test_acc - 0.01 * (EPOCHS - e), "lr": 0.01, "epoch_time_s": 1.0,
                                  "samples_per_s": 100.0}))
+        if modified and TAU < e < EPOCHS:  # the run certificate's epsilon after a phase-2 epoch
+            record = json.loads(lines[-1])
+            lines[-1] = json.dumps({**record, "epsilon_ce": 1.0 * (seed + 1), "eval_train_acc": 0.99})
         if e % 2 == 0:
             lines.append(json.dumps({"type": "probe", "epoch": e, "alignment_residual": 0.5 / e if not modified
                                      else 1e-9, "kernel_distance": 0.1 * e + 0.01 * seed,
@@ -67,8 +70,26 @@ def write_run(root: Path, dataset: str, augment: bool, modified: bool, seed: int
                                   if modified else None,
                                   "end": (_condition(1e-8 * (seed + 1)) if end_cond == "default" else end_cond)
                                   if modified else None}}
+        if modified:
+            summary["framework"] = {"features": "gaussian", "scale": 1.0,  # schema 1's name of the switch
+                                    "certificate": {"holds": True, "sigma_min_lower": 0.3}}
+            summary["run_certificates"] = {"tau": {"epsilon_ce": 100.0 * (seed + 1), "g_over_f_test": 0.0},
+                                           "end": {"epsilon_ce": 0.01 * (seed + 1), "g_over_f_test": 0.1 * (seed + 1)}}
         (d / "summary.json").write_text(json.dumps(summary))
+        np.save(d / "test_predictions.npy", predictions(modified, seed))
+        if not modified:
+            lower = {"lower": 0.1 * (seed + 1), "skipped": None} if dataset == "mnist" else \
+                {"lower": None, "skipped": "no subset can bound r from below: n·k = 10 ≤ p = 20"}
+            (d / "alignment_lower.json").write_text(json.dumps(lower))
     return d
+
+
+def predictions(modified: bool, seed: int) -> np.ndarray:
+    """Test predictions: the base run's are i % 10; the modified run of seed s differs on its first s + 1."""
+    pred = np.arange(100, dtype=np.int64) % 10
+    if modified:
+        pred[:seed + 1] = (pred[:seed + 1] + 1) % 10
+    return pred
 
 
 BASE_ACC = [0.990, 0.985, 0.9915]
@@ -103,31 +124,53 @@ def test_table_mean_and_std_over_seeds_match_numpy(runs_dir):
     assert row.modified.train_loss_std == pytest.approx(np.std(MOD_LOSS, ddof=1))
     assert row.n_train == 60000 and table.rows[1].n_train == 1000
     cells = table.cells()[0]
-    assert cells[7] == f"{base_err.mean():.2f} ({base_err.std(ddof=1):.2f})"
-    assert cells[8] == f"{mod_err.mean():.2f} ({mod_err.std(ddof=1):.2f})"
-    assert cells[7] in table.to_markdown()
+    assert cells[3] == f"{base_err.mean():.2f} ({base_err.std(ddof=1):.2f})"
+    assert cells[4] == f"{mod_err.mean():.2f} ({mod_err.std(ddof=1):.2f})"
+    assert cells[3] in table.to_markdown()
 
 
-def test_condition_columns_are_max_over_seeds_and_verified_on_all(runs_dir):
+def test_per_seed_certificate_columns_come_from_each_run(runs_dir):
     row = build_table(discover_runs([runs_dir])).rows[0]
-    assert row.condition.r_tau_max == pytest.approx(0.03)  # 0.01 * (seed + 1), seeds 0..2
-    assert row.condition.r_end_max == pytest.approx(3e-8)
-    assert row.condition.on_model_residual_max == pytest.approx(1e-7)
-    assert row.condition.verified and (row.condition.n_verified, row.condition.n_runs) == (3, 3)
-    assert row.condition.n_checked_min == 100 and row.condition.certified
-    assert row.condition.certificate_methods == ["exact"]
+    assert row.modified.seeds == [0, 1, 2]
+    assert row.modified.optimality_eps == pytest.approx([0.01, 0.02, 0.03])
+    assert row.modified.g_over_f_test == pytest.approx([0.1, 0.2, 0.3])
+    assert row.modified.train_accuracies == [0.99] * 3
+    assert row.modified.test_predictions_changed == pytest.approx([0.01, 0.02, 0.03])  # s + 1 of 100 differ
+    assert row.base.alignment_lower == pytest.approx([0.1, 0.2, 0.3])
+    assert row.condition.full_set_certified == [True] * 3 and row.condition.certified
+    assert row.condition.sigma_min_lower == [0.3] * 3
+    assert row.eps_max == pytest.approx(0.03) and row.n_eps_certified == 3
+    semeion = build_table(discover_runs([runs_dir])).rows[1]
+    assert semeion.base.alignment_lower == [None, None]
+    assert "base residual bound not computed: no subset" in build_table(discover_runs([runs_dir])).to_markdown()
+    d = build_table(discover_runs([runs_dir])).to_dict()["rows"][0]
+    assert "alignment_lower" in d["base"] and "optimality_eps" not in d["base"]
+    assert "test_predictions_changed" in d["modified"] and "alignment_lower" not in d["modified"]
 
 
-def test_one_failed_seed_makes_the_row_not_verified(tmp_path):
+def test_changed_predictions_against_a_hand_made_pair_and_identical_control(tmp_path):
+    root = tmp_path / "runs"
+    base = write_run(root, "mnist", False, False, 0, 0.99, 0.01)
+    mod = write_run(root, "mnist", False, True, 0, 0.99, 0.01)
+    pb = np.array([0, 1, 2, 3, 4, 5, 6, 7], dtype=np.int64)
+    np.save(base / "test_predictions.npy", pb)
+    np.save(mod / "test_predictions.npy", np.array([0, 1, 9, 3, 4, 5, 0, 7], dtype=np.int64))  # 2 of 8 differ
+    assert build_table(discover_runs([root])).rows[0].modified.test_predictions_changed == [0.25]
+    np.save(mod / "test_predictions.npy", pb)  # control: identical predictions
+    assert build_table(discover_runs([root])).rows[0].modified.test_predictions_changed == [0.0]
+    (base / "test_predictions.npy").unlink()  # no base run predictions: unknown, never 0
+    assert build_table(discover_runs([root])).rows[0].modified.test_predictions_changed == [None]
+
+
+def test_one_uncertified_seed_shows_in_the_row(tmp_path):
     root = tmp_path / "runs"
     write_run(root, "mnist", False, True, 0, 0.99, 1e-3)
     write_run(root, "mnist", False, True, 1, 0.99, 1e-3, end_cond=_condition(0.2, holds=False, certified=False))
-    write_run(root, "mnist", False, True, 2, 0.99, 1e-3, tau_cond=None)  # τ check missing: not verified
+    write_run(root, "mnist", False, True, 2, 0.99, 1e-3, tau_cond=None)  # τ check missing: not certified
     table = build_table(discover_runs([root]))
     c = table.rows[0].condition
-    assert not c.verified and (c.n_verified, c.n_runs) == (1, 3)
-    assert c.r_end_max == pytest.approx(0.2) and c.n_certified == 1 and not c.certified
-    assert "no (1/3, n = 100)" in table.to_markdown()
+    assert c.full_set_certified == [True, False, False] and c.n_certified == 1 and not c.certified
+    assert table.cells()[0][HEADERS.index("Full-set cert.")] == "1/3"
 
 
 def test_csv_parses_back_to_the_table_numbers(runs_dir):
@@ -139,8 +182,8 @@ def test_csv_parses_back_to_the_table_numbers(runs_dir):
         assert float(parsed["base_test_error_mean"]) == row.base.test_error_mean
         assert float(parsed["modified_test_error_std"]) == row.modified.test_error_std
         assert float(parsed["modified_train_loss_mean"]) == row.modified.train_loss_mean
-        assert float(parsed["r_tau_max"]) == row.condition.r_tau_max
-        assert parsed["verified"] == "1" and int(parsed["base_n"]) == row.base.n
+        assert float(parsed["eps_max"]) == row.eps_max
+        assert parsed["n_full_set_certified"] == str(row.condition.n_certified) and int(parsed["base_n"]) == row.base.n
 
 
 def test_single_seed_has_no_std_and_blank_csv_cell(tmp_path):
@@ -148,7 +191,7 @@ def test_single_seed_has_no_std_and_blank_csv_cell(tmp_path):
     write_run(root, "semeion", True, False, 0, 0.9, 0.1)
     table = build_table(discover_runs([root]))
     assert table.rows[0].base.test_error_std is None
-    assert table.cells()[0][7] == "10.00"
+    assert table.cells()[0][3] == "10.00"
     parsed = next(csv.DictReader(io.StringIO(table.to_csv())))
     assert parsed["base_test_error_std"] == "" and parsed["modified_test_error_mean"] == ""
     assert parsed["augment"] == "1"
@@ -271,8 +314,11 @@ def test_training_curves_figure_has_a_row_per_group_and_marks_tau(runs_dir):
     assert len(ax_loss.collections) == 2  # one min-max band per algorithm
     fig2 = conditions_over_training.plot(runs)
     assert len(fig2.get_axes()) == 4
-    mod_line = next(ln for ln in fig2.get_axes()[1].get_lines() if ln.get_label().startswith("modified"))
-    assert list(mod_line.get_xdata()) == [0, 2, 4]
+    eps_line = next(ln for ln in fig2.get_axes()[0].get_lines() if ln.get_label().startswith("modified"))
+    assert list(eps_line.get_xdata()) == [TAU, 3, EPOCHS]  # at tau, after epoch 3, at the end
+    geo = [np.exp(np.mean(np.log([v * (s + 1) for s in range(3)]))) for v in (100.0, 1.0, 0.01)]
+    np.testing.assert_allclose(eps_line.get_ydata(), geo)
+    assert fig2.get_axes()[0].get_yscale() == "log"
 
 
 def test_figures_refuse_runs_without_records(tmp_path):
@@ -284,7 +330,7 @@ def test_figures_refuse_runs_without_records(tmp_path):
     runs = discover_runs([d])
     with pytest.raises(InputError, match="epoch record"):
         training_curves.plot(runs)
-    with pytest.raises(InputError, match="probe record"):
+    with pytest.raises(InputError, match="run certificate epsilon"):
         conditions_over_training.plot(runs)
 
 
@@ -297,7 +343,7 @@ def test_report_command_rebuilds_the_table_from_run_dirs(runs_dir, tmp_path, cap
     out = tmp_path / "rep"
     assert report_cli.run(parser.parse_args([str(runs_dir), "--out", str(out), "--no-figures"])) == 0
     printed = capsys.readouterr().out
-    assert "| mnist | 60000 | yes (3/3, n = 100, cert.)" in printed and "10 runs read" in printed
+    assert "| mnist | 60000 | no |" in printed and "3.0e-02 (3/3)" in printed and "10 runs read" in printed
     assert (out / "table.csv").exists() and not (out / "training_curves.png").exists()
     args = parser.parse_args([str(runs_dir), "--out", str(out), "--no-figures", "--preset", "cpu"])
     assert report_cli.run(args) == 0

@@ -5,6 +5,12 @@ Layout of ``out_dir``::
     out_dir/runs/<dataset>-<noaug|aug>-<base|modified>-seed<s>/   one training run each (see runs.py)
     out_dir/table.{md,csv,tex,json}, training_curves.png, conditions_over_training.png
 
+After training, each finished base run gets the lower bound on its own alignment residual at the end
+(:mod:`dynamics.reproduce.base_residual`, timed separately, written to its ``alignment_lower.json``; skipped with
+the reason when no subset can bound it or it does not fit the memory budget). The torch thread count of every
+run is chosen once (``threads``, default: the cores free when the reproduction starts) and recorded in each
+run's summary.
+
 Running the same command again skips the finished runs, resumes the interrupted ones from their checkpoint
 and starts the rest; a run folder holding a *different* configuration is an error, never overwritten. A
 dataset whose files are missing is listed as skipped with the loader's message (where it looked), and the
@@ -25,6 +31,7 @@ import torch
 
 from dynamics.data.files import load_dataset
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
+from dynamics.reproduce.base_residual import (ALIGNMENT_LOWER_FILE, DEFAULT_MEMORY_BUDGET, base_alignment_lower)
 from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
 from dynamics.reproduce.report import FigureWriter, write_report
 from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
@@ -32,6 +39,7 @@ from dynamics.training.config import LOCATION_FIELDS, TrainConfig
 from dynamics.training.loop import train
 from dynamics.training.records import RunSummary
 from dynamics.training.run_folder import RunRecord, load_run
+from dynamics.training.threads import resolve_threads
 
 __all__ = ["reproduce", "plan", "PlannedRun", "RUNS_SUBDIR"]
 
@@ -122,7 +130,24 @@ def _check_device(devices: set[str], p: Preset) -> None:
 
 
 def _check_data(dataset: str, data_root: str | None) -> None:
+    """Load both splits (DataError when one is missing)."""
+    load_dataset(dataset, "train", data_root)
     load_dataset(dataset, "test", data_root)
+
+
+def _missing(dataset: str, data_root: str | None) -> str | None:
+    """Why ``dataset`` cannot be trained on here, naming the split ("training images not available here: " and
+    the loader's message), or None when both splits load. A dataset with only its test split (KMNIST here) is
+    skipped, never trained on part of it."""
+    try:
+        _check_data(dataset, data_root)
+    except DataError as exc:
+        try:
+            load_dataset(dataset, "train", data_root)
+        except DataError as train_exc:
+            return f"training images not available here: {train_exc}"
+        return f"test split not available here: {exc}"
+    return None
 
 
 def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
@@ -130,7 +155,8 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
               seeds: Sequence[int] | None = None, augment: Sequence[bool] | None = None, dry_run: bool = False,
               device: str | None = None, figures: FigureWriter | None = None,
               data: Mapping[str, tuple[Any, Any, Any, Any]] | None = None,
-              progress: Callable[[str], None] | None = None) -> ReproductionTable:
+              progress: Callable[[str], None] | None = None, threads: int | None = None,
+              residual_memory_budget: int = DEFAULT_MEMORY_BUDGET) -> ReproductionTable:
     """Train every run of ``preset`` that is not finished, then write the table and the figures.
 
     Args:
@@ -147,6 +173,9 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         data: ``{dataset: (x_train, y_train, x_test, y_test)}`` tensors used instead of loading the files
             (passed to :func:`dynamics.training.train` as ``data=``), e.g. generated data in tests.
         progress: called with one line per run (the CLI prints it to stderr); every line is also logged.
+        threads: torch threads of every run (default: the cores free now, chosen once; recorded in each run's
+            summary). Not part of a run's identity: a resumed run may use another count.
+        residual_memory_budget: bytes the base runs' residual lower bound may use (above it: skipped, reason).
 
     Returns:
         the :class:`ReproductionTable` of the finished runs, with the skipped datasets and their reasons.
@@ -154,6 +183,9 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     p = get_preset(preset)
     data = dict(data or {})
     planned = plan(p, out_dir, datasets, seeds, augment, device, data_root)
+    n_threads, threads_reason = resolve_threads(threads)
+    for run in planned:
+        run.config["threads"] = n_threads
     if not dry_run:
         _check_device({r.config["device"] for r in planned if r.state not in ("finished", "diverged")}, p)
 
@@ -167,7 +199,7 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     counts = {s: sum(r.state == s for r in planned) for s in ("finished", "diverged", "resume", "restart", "new")}
     say(f"reproduce {p.name}: {total} runs in {Path(out_dir) / RUNS_SUBDIR} ({counts['finished']} finished, "
         f"{counts['diverged']} diverged, {counts['resume']} to resume, "
-        f"{counts['new'] + counts['restart']} to start)")
+        f"{counts['new'] + counts['restart']} to start); {n_threads} torch thread(s): {threads_reason}")
     for i, run in enumerate(planned, 1):
         dataset = run.config["dataset"]
         head = f"[{i}/{total}] {run.name}"
@@ -179,13 +211,11 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
                 f"{_describe(load_run(run.path))}")
             continue
         if dry_run:
-            if dataset not in data and dataset not in skipped:
-                try:
-                    _check_data(dataset, data_root)
-                except DataError as exc:
-                    skipped[dataset] = str(exc)
-                    say(f"{head}: would be skipped: {exc}")
-                    continue
+            reason = None if dataset in data else _missing(dataset, data_root)
+            if reason is not None:
+                skipped[dataset] = reason
+                say(f"{head}: would be skipped: {reason}")
+                continue
             say(f"{head}: would {'resume' if run.state == 'resume' else 'start'} ({run.path})")
             continue
         say(f"{head}: {'resuming' if run.state == 'resume' else 'starting'} ...")
@@ -196,8 +226,8 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         except DataError as exc:
             if not existed and run.path.is_dir() and not any(run.path.iterdir()):
                 run.path.rmdir()  # leave no empty run folder behind for a dataset that is not there
-            skipped[dataset] = str(exc)
-            say(f"{head}: skipped, {dataset} data unavailable: {exc}")
+            skipped[dataset] = (None if dataset in data else _missing(dataset, data_root)) or str(exc)
+            say(f"{head}: skipped, {dataset} data unavailable: {skipped[dataset]}")
             continue
         except NonFiniteError as exc:  # the summary says "nonfinite"; the table counts it, never averages it
             say(f"{head}: diverged after {time.perf_counter() - start:.0f} s: {exc}")
@@ -205,6 +235,8 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         record = load_run(run.path)
         say(f"{head}: {record.status} in {time.perf_counter() - start:.0f} s, {_describe(record, False)}")
 
+    if not dry_run:
+        _base_residuals(planned, data, residual_memory_budget, say)
     records = [load_run(r.path) for r in planned if (r.path / "config.json").is_file()]
     skipped_list = [SkippedDataset(d, reason) for d, reason in skipped.items()]
     caption = f"{COLUMNS_CAPTION} {p.caption()}"
@@ -213,6 +245,28 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     table = write_report(records, out_dir, skipped_list, caption=caption, figures=figures)
     say(f"reproduce {p.name}: table and figures written to {out_dir}")
     return table
+
+
+def _base_residuals(planned: Sequence[PlannedRun], data: Mapping[str, Any], memory_budget: int,
+                    say: Callable[[str], None]) -> None:
+    """The residual lower bound of every finished base run that has none yet (timed; skipped with a reason)."""
+    for run in planned:
+        if run.config["modified"] or (run.path / ALIGNMENT_LOWER_FILE).is_file() or \
+                not (run.path / "config.json").is_file():
+            continue
+        record = load_run(run.path)
+        if not record.finished:
+            continue
+        try:
+            out = base_alignment_lower(record, data.get(run.config["dataset"]), memory_budget)
+        except (RunStateError, DataError) as exc:  # e.g. a deleted checkpoint: said; the table shows "not computed"
+            say(f"{run.name}: base residual bound not computed: {exc}")
+            continue
+        if out["skipped"] is not None:
+            say(f"{run.name}: base residual bound skipped ({out['time_s']:.0f} s): {out['skipped']}")
+        else:
+            say(f"{run.name}: base residual r >= {out['lower']:.3e} (<= {out['upper']:.3e}) on all {out['n']} "
+                f"training points, subset |S| = {out['subset_size']}, {out['time_s']:.0f} s")
 
 
 def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> RunSummary | None:

@@ -29,11 +29,11 @@ from dynamics.training.optimizers import OPTIMIZERS
 __all__ = ["TrainConfig", "Phases", "LOSSES", "SCHEDULES", "MAX_SEED", "LOCATION_FIELDS"]
 
 LOSSES = ("ce", "mse")
-SCHEDULES = ("none", "step", "cosine")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
 #: the largest seed every generator accepts (numpy's legacy seeding takes 0..2**32 - 1)
 MAX_SEED = 2**32 - 1
 #: fields that say where a run executes or finds its data, not what it computes (may differ on resume)
-LOCATION_FIELDS = frozenset({"device", "data_root"})
+LOCATION_FIELDS = frozenset({"device", "data_root", "threads"})
 
 
 def _option(default: Any, help: str) -> Any:
@@ -74,7 +74,15 @@ class TrainConfig:
         optimizer: ``sgd`` | ``adam`` | ``adamw`` | ``rmsprop`` (see :mod:`dynamics.training.optimizers`);
             ``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``betas``, ``eps`` are its hyper-parameters.
         schedule: ``none`` | ``step`` (multiply by ``gamma`` at each epoch in ``milestones``) | ``cosine``
-            (per epoch, from ``lr`` to 0 over ``epochs``).
+            (per epoch, from ``lr`` to 0 over ``epochs``) | ``onecycle`` (per optimiser step: PyTorch's
+            ``OneCycleLR`` with cosine annealing and a fixed momentum; ``lr`` is the peak, reached at
+            ``onecycle_pct_start`` of the steps, from ``lr / onecycle_div_factor`` down to
+            ``lr / (onecycle_div_factor * onecycle_final_div_factor)``).
+        channels_last: the network's weights and every image batch in channels-last memory format (faster
+            convolutions on CPU and GPU; the same function).
+        threads: torch intra-op threads of the run (``None``: the cores free now, see
+            :func:`dynamics.training.threads.resolve_threads`; recorded in the summary). Where it runs, not what
+            it computes: a location field.
         batch_size: the GLOBAL mini-batch size (split across processes under DDP).
         loss: ``ce`` (cross-entropy on logits) or ``mse`` (½‖f(x) − onehot(y)‖², summed over classes); the
             reported loss is the mean over samples.
@@ -112,9 +120,16 @@ class TrainConfig:
     batch_size: int = _option(64, "global mini-batch size (split across processes under DDP)")
     epochs: int = _option(50, "number of epochs (the whole budget, both phases of a modified run)")
     schedule: str = _option("step", "learning-rate schedule: none | step (multiply by gamma at each milestone; "
-                            "no milestones = constant) | cosine")
+                            "no milestones = constant) | cosine | onecycle (per step)")
     milestones: list[int] = _option([], "epochs at which the step schedule multiplies lr by gamma")
     gamma: float = _option(0.1, "factor of the step schedule, in (0, 1] to decay")
+    onecycle_pct_start: float = _option(0.25, "onecycle schedule: fraction of the steps spent raising lr to the "
+                                        "peak --lr")
+    onecycle_div_factor: float = _option(25.0, "onecycle schedule: the first step's lr is lr / this")
+    onecycle_final_div_factor: float = _option(1e4, "onecycle schedule: the last step's lr is the first's / this")
+    channels_last: bool = _option(False, "channels-last memory format for the network and image batches")
+    threads: int | None = _option(None, "torch threads (default: the cores free now, from os.sched_getaffinity "
+                                  "and the load average; recorded in summary.json)")
     loss: str = _option("ce", "ce (cross-entropy) | mse (1/2 ||f(x) - onehot(y)||^2 summed over classes)")
     augment: bool = _option(False, "random crop (padding H/8) during training (image data)")
     modified: bool = _option(False, "the modified framework A(base): switch to f + g at tau")
@@ -142,6 +157,8 @@ class TrainConfig:
     data_root: str | None = _option(None, "data root (default $DYNAMICS_DATA, then ~/.cache/dynamics)")
     train_subset: int | None = _option(None, "train on a seeded subset of this many training samples")
     eval_every: int = _option(1, "test metrics every N epochs (the last epoch is always evaluated)")
+    epsilon_every: int = _option(0, "modified runs: the run certificate's epsilon on the whole training set after "
+                                 "every N phase-2 epochs, in the epoch records (0 = only at tau and the end)")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -230,6 +247,16 @@ class TrainConfig:
             raise ConfigError(f"unknown phase2_loss {self.phase2_loss!r}; valid: {', '.join(LOSSES)} (or None)")
         if self.g_input not in ("clean", "augmented"):
             raise ConfigError(f"g_input must be 'clean' or 'augmented', got {self.g_input!r}")
+        if not 0 <= self.onecycle_pct_start < 1:
+            raise ConfigError(f"onecycle_pct_start must be in [0, 1), got {self.onecycle_pct_start!r}")
+        positive("onecycle_div_factor", self.onecycle_div_factor)
+        positive("onecycle_final_div_factor", self.onecycle_final_div_factor)
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigError(f"threads must be a positive integer (or None: the cores free now), got "
+                              f"{self.threads!r}")
+        if self.epsilon_every < 0:
+            raise ConfigError(f"epsilon_every must be >= 0 (0 = only at tau and the end), got {self.epsilon_every}")
         if self.probe_every < 0:
             raise ConfigError(f"probe_every must be >= 0 (0 = no probes), got {self.probe_every}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):

@@ -38,9 +38,12 @@ from dynamics.training.records import EpochRecord, RunSummary
 from dynamics.training.checkpoint import load_checkpoint, save_checkpoint
 from dynamics.training.config import TrainConfig
 from dynamics.training.determinism import deterministic_algorithms
+from dynamics.training.threads import resolve_threads
 from dynamics.training.distributed import DistContext, setup, teardown
+from dynamics.training.determinism import rng_untouched
 from dynamics.training.evaluation import evaluate, loss_fn
-from dynamics.training.run_certificate import predictions
+from dynamics.training.optimizers import PER_STEP_SCHEDULES, set_step_lr
+from dynamics.training.run_certificate import predictions, run_certificate
 from dynamics.training.run_folder import RunFolder, check_out_folder, load_run
 from dynamics.training.run_lock import RunLock
 from dynamics.training.run_state import RunState
@@ -99,20 +102,27 @@ def train(config: TrainConfig | dict, out_dir: str | os.PathLike, resume: bool =
     check_runnable(cfg, out_dir, with_data=data is not None)
     t_start = time.perf_counter()
     tensors = load_train_test(cfg.dataset, cfg.data_root, cfg.train_subset, cfg.seed, data)  # before any folder
+    n_threads, reason = resolve_threads(cfg.threads)
+    threads = {"threads": n_threads, "reason": reason}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    log.info("torch threads: %d (%s)", n_threads, reason)
     ctx = setup(cfg.device)
     try:
         with deterministic_algorithms(cfg.device):
+            args = (ctx, resume, overwrite, progress, tensors, on_epoch, t_start, threads)
             if not ctx.is_main:
-                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, tensors, on_epoch, t_start)
+                return _train(cfg, RunFolder(out_dir), *args)
             with RunLock(out_dir):
-                return _train(cfg, RunFolder(out_dir), ctx, resume, overwrite, progress, tensors, on_epoch, t_start)
+                return _train(cfg, RunFolder(out_dir), *args)
     finally:
         teardown(ctx)
+        torch.set_num_threads(previous_threads)
 
 
 def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, overwrite: bool,
            progress: bool | None, data: TrainTestData, on_epoch: Callable[[EpochRecord], None] | None,
-           t_start: float) -> RunSummary | None:
+           t_start: float, threads: dict) -> RunSummary | None:
     do_resume = folder.prepare(cfg, resume, overwrite) if ctx.is_main else False
     do_resume = ctx.broadcast_object(do_resume)
     run = RunState(cfg, data, ctx)
@@ -137,6 +147,8 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
         except NonFiniteError as exc:
             status, error = "nonfinite", str(exc)
             break
+        if ctx.is_main and _epsilon_due(run):
+            _record_epsilon(run, rec)
         probe = run.probe_record()
         if ctx.is_main:  # the checkpoint first, with this epoch's records: a crash between the two loses nothing
             save_checkpoint(folder.last, {**run.state(), "records": [r.to_dict() for r in (rec, probe) if r]},
@@ -151,7 +163,7 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
         ctx.barrier()
         if os.environ.get(KILL_ENV) == str(run.epoch):
             os._exit(17)
-    summary = build_summary(run, status, error, time.perf_counter() - t_start) if ctx.is_main else None
+    summary = build_summary(run, status, error, time.perf_counter() - t_start, threads) if ctx.is_main else None
     if summary is not None:
         if status == "completed":
             folder.write_test_predictions(predictions(run.model, run.data.x_test))
@@ -160,6 +172,27 @@ def _train(cfg: TrainConfig, folder: RunFolder, ctx: DistContext, resume: bool, 
     if error is not None:
         raise NonFiniteError(error)
     return summary
+
+
+def _epsilon_due(run: RunState) -> bool:
+    """Whether this phase-2 epoch records ε (every ``epsilon_every`` epochs after τ; not the last epoch, whose
+    run certificate is the summary's)."""
+    every = run.cfg.epsilon_every
+    if not every or run.switch is None or run.epoch >= run.cfg.epochs:
+        return False
+    return (run.epoch - run.switch.tau_effective) % every == 0
+
+
+def _record_epsilon(run: RunState, rec: EpochRecord) -> None:
+    """The run certificate's ε and eval-mode training accuracy on the whole training set, into ``rec``."""
+    model, d = run.model, run.data
+    if model.training_rows is None:  # g read augmented images: no training cache to certify with
+        return
+    t0 = time.perf_counter()
+    with rng_untouched():
+        cert = run_certificate(model, d.x_train, d.y_train, None, None, run.switch.certificate, "end", loss=run.loss)
+    rec.epsilon_ce, rec.eval_train_acc = cert.epsilon_ce, cert.train_acc
+    rec.epsilon_time_s = time.perf_counter() - t0
 
 
 def _append_probe(run: RunState, folder: RunFolder) -> None:
@@ -192,7 +225,14 @@ def run_epoch(run: RunState, folder: RunFolder, progress: bool | None) -> EpochR
     bar = tqdm(total=len(run.loader), desc=f"epoch {run.epoch + 1}/{cfg.epochs}", leave=False,
                disable=(not ctx.is_main) or not _show_bar(progress))
     t0 = time.perf_counter()
+    per_step = cfg.schedule in PER_STEP_SCHEDULES
+    steps = len(run.loader)
+    network_groups = len(run.opt.param_groups) - (run.switch is not None)  # zeta's group keeps its epoch step
     for b, (xb, ib) in enumerate(run.loader):
+        if per_step:
+            set_step_lr(run.opt, cfg, run.epoch, b, steps, network_groups)
+        if cfg.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         yb = run.data.y_train[ib]
         n_global = len(ib)
         xb, yb, ib = ctx.shard(xb, yb, ib)

@@ -103,8 +103,11 @@ class EpochRecord:
 
     ``running_train_loss`` / ``running_train_acc``: mean over the epoch's samples of the loss / accuracy at the
     parameters of each step, in train mode. ``test_loss`` / ``test_acc``: eval mode on the whole test set at the
-    end of the epoch (``None`` on epochs without evaluation). ``lr``: the network's learning rate; ``zeta_lr``:
-    ζ's after the switch (None before); ``loss``: the loss minimised in this epoch (``ce`` | ``mse``).
+    end of the epoch (``None`` on epochs without evaluation). ``lr``: the network's learning rate (a per-step
+    schedule: at the epoch's first step); ``zeta_lr``: ζ's after the switch (None before); ``loss``: the loss
+    minimised in this epoch (``ce`` | ``mse``). ``epsilon_ce`` / ``eval_train_acc`` / ``epsilon_time_s``: the run
+    certificate's ε, the eval-mode training accuracy on the whole training set, and the seconds they took, on
+    the phase-2 epochs selected by ``epsilon_every`` (None elsewhere; ε None without a proven σ_min).
     """
 
     epoch: int
@@ -118,6 +121,9 @@ class EpochRecord:
     samples_per_s: float = 0.0
     zeta_lr: float | None = None
     loss: str | None = None
+    epsilon_ce: float | None = None
+    eval_train_acc: float | None = None
+    epsilon_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "epoch", **dataclasses.asdict(self)}
@@ -269,6 +275,8 @@ class RunSummary:
     ``n_train`` / ``n_test``: the sizes actually trained / tested on (after ``train_subset``).
     ``run_certificate_tau`` / ``_end``: the run certificates of a modified run (the dicts of
     :class:`dynamics.training.run_certificate.RunCertificate`, kept as written).
+    ``threads``: ``{"threads": n, "reason": ...}``, the torch threads the run used and why
+    (:func:`dynamics.training.threads.resolve_threads`); None in runs written before it was recorded.
     """
 
     config: TrainConfig
@@ -289,6 +297,7 @@ class RunSummary:
     probe_time_s: float = 0.0
     error: str | None = None
     loss_definition: str = ""
+    threads: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -312,6 +321,7 @@ class RunSummary:
             "zeta": self.zeta, "provenance": self.provenance, "wall_time_s": self.wall_time_s,
             "train_time_s": self.train_time_s, "probe_time_s": self.probe_time_s,
             "probe_fraction": self.probe_fraction, "loss_definition": self.loss_definition,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -336,4 +346,4 @@ class RunSummary:
                    run_certificate_end=(d.get("run_certificates") or {}).get("end"), zeta=d.get("zeta"), provenance=d.get("provenance") or {},
                    wall_time_s=float(d.get("wall_time_s", 0.0)), train_time_s=float(d.get("train_time_s", 0.0)),
                    probe_time_s=float(d.get("probe_time_s", 0.0)), error=d.get("error"),
-                   loss_definition=str(d.get("loss_definition", "")), schema=schema)
+                   loss_definition=str(d.get("loss_definition", "")), threads=d.get("threads"), schema=schema)

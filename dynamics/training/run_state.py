@@ -44,7 +44,7 @@ class RunState:
         self.data = data.to(self.device)
         x_tr = self.data.x_train
         seed_everything(cfg.seed)
-        self.model: nn.Module = create_for_data(cfg.model, x_tr, data.num_classes, **cfg.model_options).to(self.device)
+        self.model: nn.Module = self._build_network(x_tr, data.num_classes)
         self.opt = build_optimizer(cfg, [{"params": [p for p in self.model.parameters() if p.requires_grad]}])
         if cfg.augment and x_tr.dim() != 4:
             raise ConfigError("--augment needs image data (N, C, H, W)")
@@ -59,6 +59,11 @@ class RunState:
         self.probe = (Probe(x_tr, self.data.y_train, data.num_classes, cfg.probe_every, cfg.probe_size, cfg.seed)
                       if cfg.probe_every else None)
         self.net = ctx.wrap(self.model)
+
+    def _build_network(self, x: torch.Tensor, num_classes: int) -> nn.Module:
+        """The configured network on the run's device (channels-last weights with ``channels_last``)."""
+        model = create_for_data(self.cfg.model, x, num_classes, **self.cfg.model_options).to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.cfg.channels_last else model
 
     @property
     def phase(self) -> str:
@@ -77,7 +82,7 @@ class RunState:
         """Set the learning rates of the current epoch: the schedule's for the network, and after the switch ζ's
         (:func:`~dynamics.training.framework.zeta_lr`: growing geometrically from ``zeta_step`` to
         ``zeta_step_final`` for SGD-like optimisers; the scheduled lr for adaptive ones). Returns (lr, ζ's lr)."""
-        lr = set_epoch_lr(self.opt, self.cfg, self.epoch)
+        lr = set_epoch_lr(self.opt, self.cfg, self.epoch, len(self.loader))
         if self.switch is None:
             return lr, None
         cfg = self.cfg
@@ -95,7 +100,7 @@ class RunState:
     def do_switch(self) -> None:
         """Build f̃ = f + g at τ = ``self.epoch``, add ζ to the optimiser, check the conditions (main process)."""
         cfg, d = self.cfg, self.data
-        lr = set_epoch_lr(self.opt, cfg, self.epoch)
+        lr = set_epoch_lr(self.opt, cfg, self.epoch, len(self.loader))
         with rng_untouched():
             aug, info = switch(self.model, d.x_train, d.y_train, d.num_classes, cfg.features, cfg.feature_options,
                                lr=lr, batch_size=cfg.batch_size, adaptive=self.adaptive,
@@ -146,8 +151,7 @@ class RunState:
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` of a run with the same configuration and data."""
         if state["switch"] is not None:
-            template = create_for_data(self.cfg.model, self.data.x_train, self.data.num_classes,
-                                       **self.cfg.model_options)
+            template = self._build_network(self.data.x_train, self.data.num_classes)
             sd = {k: v.to(self.device) for k, v in state["model"].items()}
             aug = rebuild(self.model, template, state["framework"], sd).to(self.device)
             self._install(aug)

@@ -17,8 +17,10 @@ from dynamics.training.run_state import RunState
 __all__ = ["build_summary"]
 
 
-def build_summary(run: RunState, status: str, error: str | None, wall_time_s: float) -> RunSummary:
-    """The :class:`RunSummary` of ``run`` ending with ``status`` (``"completed"`` evaluates and checks the end)."""
+def build_summary(run: RunState, status: str, error: str | None, wall_time_s: float,
+                  threads: dict | None = None) -> RunSummary:
+    """The :class:`RunSummary` of ``run`` ending with ``status`` (``"completed"`` evaluates and checks the end);
+    ``threads``: the torch threads used and why (recorded as given)."""
     cfg, d = run.cfg, run.data
     final, conditions_end, run_cert_end = FinalMetrics(), None, None
     if status == "completed":
@@ -41,6 +43,6 @@ def build_summary(run: RunState, status: str, error: str | None, wall_time_s: fl
         zeta={"lr": cfg.lr, "weight_decay": cfg.zeta_weight_decay} if run.switch is not None else None,
         provenance=provenance(seed=cfg.seed, world_size=run.ctx.world_size, deterministic=cfg.device == "cpu"),
         wall_time_s=wall_time_s, train_time_s=run.train_time_s,
-        probe_time_s=run.probe.total_time_s if run.probe else 0.0, error=error,
+        probe_time_s=run.probe.total_time_s if run.probe else 0.0, error=error, threads=threads,
         loss_definition=LOSS_DEFINITIONS[run.loss] + ("" if run.loss == cfg.loss else
                                                        f" (after the switch; {LOSS_DEFINITIONS[cfg.loss]} before)"))
