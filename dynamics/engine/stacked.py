@@ -116,7 +116,8 @@ class StackedFunction:
         handles = [m.register_forward_hook(hook) for m in self.module.modules()]
         try:
             with torch.no_grad():
-                raw = check_deterministic(self.module, forward)
+                again = (lambda: self.call(self.theta, self.x[:2], raw=True)) if self.per_sample else None
+                raw = check_deterministic(self.module, forward, again)
         except StochasticModelError:
             raise
         except Exception as exc:
