@@ -244,3 +244,26 @@ def test_a_run_that_diverges_during_reproduce_is_reported_and_the_rest_go_on(tmp
     assert len(calls) == 4
     assert any("diverged after" in ln and "loss became nan" in ln for ln in lines)
     assert table.rows[0].modified.n_nonfinite == 1 and table.rows[0].modified.n == 1
+
+
+def test_dataset_with_only_its_test_split_is_skipped_never_trained_on_it(tmp_path):
+    """KMNIST here: test split and training labels present, training images missing (control: MNIST complete)."""
+    from _data_files import write_mnist
+
+    root = tmp_path / "data"
+    write_mnist(root / "kmnist")
+    (root / "kmnist" / "train-images-idx3-ubyte.gz").unlink()
+    lines: list[str] = []
+    table = runner.reproduce(tiny_preset(datasets=("kmnist",), seeds=(0,)), out_dir=tmp_path / "out",
+                             data_root=str(root), progress=lines.append, figures=False)
+    (skipped,) = table.skipped
+    assert skipped.dataset == "kmnist" and skipped.reason.startswith("training images not available here: kmnist")
+    assert "train-images-idx3-ubyte.gz" in skipped.reason and str(root / "kmnist") in skipped.reason
+    assert table.rows == [] and not list((tmp_path / "out").rglob("config.json"))
+    assert "training images not available here" in (tmp_path / "out" / "table.md").read_text()
+    assert runner._missing("kmnist", str(root)).startswith("training images not available here")
+    # control: with the training images back, they are no longer "not available" (generated files then fail the
+    # published checksums: the loader's own message, not the missing-split one)
+    write_mnist(root / "kmnist")
+    reason = runner._missing("kmnist", str(root))
+    assert reason is not None and not reason.startswith("training images not available")

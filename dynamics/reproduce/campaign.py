@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from dynamics.data.catalogue import DataMissingError
 from dynamics.data.files import load_dataset
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
 from dynamics.reproduce.base_residual import (ALIGNMENT_LOWER_FILE, DEFAULT_MEMORY_BUDGET, base_alignment_lower)
@@ -114,9 +115,9 @@ def _describe(record: RunRecord, with_time: bool = True) -> str:
         parts.append(f"test error {final.test_error_percent:.2f} %")
     if final.train_loss is not None:
         parts.append(f"train loss {final.train_loss:.2e}")
-    end = record.condition("end")
-    if end is not None:
-        parts.append(f"r(end) {end.alignment_residual:.1e}")
+    cert = record.summary.run_certificate_end if record.summary is not None else None
+    if cert and cert.get("epsilon_ce") is not None:
+        parts.append(f"eps {cert['epsilon_ce']:.2e} ({'certified' if cert['epsilon_ce'] < 0.5 else 'not < 1/2'})")
     if record.summary is not None and with_time:
         parts.append(f"{record.summary.wall_time_s:.0f} s")
     return ", ".join(parts)
@@ -144,9 +145,11 @@ def _missing(dataset: str, data_root: str | None) -> str | None:
     except DataError as exc:
         try:
             load_dataset(dataset, "train", data_root)
-        except DataError as train_exc:
+        except DataMissingError as train_exc:
             return f"training images not available here: {train_exc}"
-        return f"test split not available here: {exc}"
+        except DataError as train_exc:  # present but unreadable (e.g. a checksum mismatch): the loader's words
+            return str(train_exc)
+        return f"test split not available here: {exc}" if isinstance(exc, DataMissingError) else str(exc)
     return None
 
 
@@ -180,6 +183,7 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
     Returns:
         the :class:`ReproductionTable` of the finished runs, with the skipped datasets and their reasons.
     """
+    t_begin = time.perf_counter()
     p = get_preset(preset)
     data = dict(data or {})
     planned = plan(p, out_dir, datasets, seeds, augment, device, data_root)
@@ -195,6 +199,7 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
             progress(line)
 
     skipped: dict[str, str] = {}
+    checked: dict[str, str | None] = {}  # dry runs: each dataset's files are checked once
     total = len(planned)
     counts = {s: sum(r.state == s for r in planned) for s in ("finished", "diverged", "resume", "restart", "new")}
     say(f"reproduce {p.name}: {total} runs in {Path(out_dir) / RUNS_SUBDIR} ({counts['finished']} finished, "
@@ -211,7 +216,9 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
                 f"{_describe(load_run(run.path))}")
             continue
         if dry_run:
-            reason = None if dataset in data else _missing(dataset, data_root)
+            if dataset not in checked:
+                checked[dataset] = None if dataset in data else _missing(dataset, data_root)
+            reason = checked[dataset]
             if reason is not None:
                 skipped[dataset] = reason
                 say(f"{head}: would be skipped: {reason}")
@@ -236,14 +243,17 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         say(f"{head}: {record.status} in {time.perf_counter() - start:.0f} s, {_describe(record, False)}")
 
     if not dry_run:
+        t_residual = time.perf_counter()
         _base_residuals(planned, data, residual_memory_budget, say)
+        say(f"reproduce {p.name}: base residual bounds took {time.perf_counter() - t_residual:.0f} s")
     records = [load_run(r.path) for r in planned if (r.path / "config.json").is_file()]
     skipped_list = [SkippedDataset(d, reason) for d, reason in skipped.items()]
     caption = f"{COLUMNS_CAPTION} {p.caption()}"
     if dry_run:
         return build_table(records, skipped_list, caption=caption)
     table = write_report(records, out_dir, skipped_list, caption=caption, figures=figures)
-    say(f"reproduce {p.name}: table and figures written to {out_dir}")
+    say(f"reproduce {p.name}: table and figures written to {out_dir}; wall time of this invocation "
+        f"{time.perf_counter() - t_begin:.0f} s")
     return table
 
 
