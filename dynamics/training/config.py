@@ -104,6 +104,9 @@ class TrainConfig:
             ``probe_every`` epochs (0 = never).
         seed, device, data_root, train_subset (train on a seeded subset of this size), eval_every (test metrics
             every this many epochs; the last epoch is always evaluated).
+        epsilon_every: modified runs record the run certificate's ε and the eval-mode training accuracy on the
+            whole training set after every this many phase-2 epochs (one extra pass over the training set each;
+            0 = only at τ and at the end, in the summary).
     """
 
     dataset: str = _option("mnist", "dataset name (see dynamics.data.training_datasets(): the file datasets "
