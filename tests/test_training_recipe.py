@@ -84,11 +84,15 @@ def test_channels_last_trains_the_same_function_within_rounding(tmp_path):
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
 
-def test_threads_are_chosen_recorded_and_validated(tmp_path):
+def test_threads_are_chosen_recorded_and_validated(tmp_path, monkeypatch):
     assert free_cores(cores=2, load=6.0) == 1 and free_cores(cores=16, load=0.2) == 16
     assert free_cores(cores=4, load=1.4) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     n, reason = resolve_threads(None)
     assert n >= 1 and "sched_getaffinity" in reason
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's explicit choice wins over the free-core count
+    assert resolve_threads(None) == (3, "OMP_NUM_THREADS=3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     x, y = blobs(n=16)
     before = torch.get_num_threads()
     s = train(small_config(epochs=1, threads=1), tmp_path, data=(x, y, x, y), progress=False)

@@ -1,10 +1,12 @@
 """How many torch threads a run uses: the cores actually free, unless given.
 
-The default counts the cores this process may run on (``os.sched_getaffinity``, which respects containers and
+The default is ``$OMP_NUM_THREADS`` when it is set (the user's explicit choice); otherwise it counts the cores
+this process may run on (``os.sched_getaffinity``, which respects containers and
 ``taskset``) and subtracts the load already on them (the 1-minute load average, rounded): on an idle 8-core
 machine 8 threads, on a 2-core machine with 6 runnable processes 1. At least 1. The choice and its reason are
 recorded in the run's summary (``threads``), because on a shared machine more threads can be slower than one
-(measured here: 2 threads 1.4-10x slower than 1 on a 2-core machine under load).
+(measured here: 2 threads 1.4-10x slower than 1 on a 2-core machine under load). The count can change the
+order of floating-point sums, so a run resumed bit for bit needs the same count (pass ``threads``).
 
 >>> resolve_threads(3)
 (3, 'given (--threads 3)')
@@ -54,6 +56,9 @@ def resolve_threads(requested: int | None) -> tuple[int, str]:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
             raise ConfigError(f"threads must be a positive integer, got {requested!r}")
         return requested, f"given (--threads {requested})"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env), f"OMP_NUM_THREADS={env}"
     cores, load = available_cores(), load_average()
     n = free_cores(cores, load)
     return n, (f"default: {cores} core(s) available (sched_getaffinity), 1-minute load {load:.2f}, so {n} free"
