@@ -109,7 +109,16 @@ def test_a_kernel_too_dense_for_the_memory_budget_is_refused():
 def test_default_bandwidth_gives_the_requested_kernel_mass():
     h, y = _points(200, 6), torch.zeros(200, dtype=torch.long)
     for mass in (0.1, 0.3, 1.0):
-        fm = GaussianKernelFeatures(kernel_mass=mass).fit(h, y, 2)
+        fm = GaussianKernelFeatures(kernel_mass=mass, max_kernel_mass=99.0).fit(h, y, 2)
         phi = fm.raw(h).double()
         off = (phi.sum(1) - phi.max(1).values).mean()  # minus each row's self-entry (≈ 1; centres are sorted)
         assert float(off) == pytest.approx(mass, rel=1e-3)
+
+
+def test_default_bandwidth_caps_the_largest_kernel_mass():
+    h, y = _points(200, 6), torch.zeros(200, dtype=torch.long)
+    h[:20] = h[0] + 0.05 * h[:20]  # a dense cluster: its points carry far more kernel mass than the rest
+    fm = GaussianKernelFeatures(kernel_mass=0.3, max_kernel_mass=0.5).fit(h, y, 2)
+    phi = fm.raw(h).double()
+    off = phi.sum(1) - phi.max(1).values
+    assert float(off.max()) <= 0.5 * (1 + 1e-3) and float(off.mean()) < 0.3

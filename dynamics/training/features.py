@@ -14,8 +14,8 @@ Constructions (``FEATURES``):
 
 * ``gaussian`` (what ``auto`` means, at every n): φ_j(h) = exp(−‖z − z_j‖²/(2σ²)), set to 0 below ``threshold``,
   z = the representation standardised per coordinate, centred at the n_u distinct training points;
-  σ set so that the mean off-diagonal row sum of Φ is ``kernel_mass`` (or ``bandwidth`` × the median
-  nearest-neighbour distance). Certificate: exact distinctness and the
+  σ set so that the off-diagonal row sums of Φ are at most ``kernel_mass`` on average and ``max_kernel_mass``
+  on every sampled row (or ``bandwidth`` × the median nearest-neighbour distance). Certificate: exact distinctness and the
   proven bound of :mod:`dynamics.training.kernel_bound` (all points, streamed in blocks).
 * ``random``: φ(h) = relu(W z + b)/√m, m = ``width_factor`` × n ≥ n random features of z. Certificate:
   numerical rank of Φ on all points when n ≤ ``exact_limit`` (float64 eigenvalues, not a proof), else none.
@@ -117,20 +117,25 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0)
 
 
-def _mean_mass(d2: torch.Tensor, sigma: float, threshold: float) -> float:
+def _masses(d2: torch.Tensor, sigma: float, threshold: float) -> torch.Tensor:
     k = torch.exp(-d2 / (2.0 * sigma * sigma))
-    return float(k.masked_fill(k < threshold, 0.0).sum(1).mean())
+    return k.masked_fill(k < threshold, 0.0).sum(1)
 
 
-def _sigma_for_mass(d2: torch.Tensor, mass: float, threshold: float, scale: float) -> float:
-    """σ at which the mean off-diagonal row sum of the thresholded kernel over the sampled rows ``d2`` (q, n),
-    self-distances inf, equals ``mass`` (bisection in log σ; the mass grows with σ)."""
+def _sigma_for_mass(d2: torch.Tensor, mass: float, max_mass: float, threshold: float, scale: float) -> float:
+    """The largest σ at which the off-diagonal row sums of the thresholded kernel over the sampled rows ``d2``
+    (q, n; self-distances inf) have mean ≤ ``mass`` and maximum ≤ ``max_mass`` (bisection in log σ; both grow
+    with σ)."""
+    def ok(sigma: float) -> bool:
+        m = _masses(d2, sigma, threshold)
+        return float(m.mean()) <= mass and float(m.max()) <= max_mass
+
     lo, hi = scale * 1e-3, scale
-    while _mean_mass(d2, hi, threshold) < mass and hi < scale * 1e6:
+    while ok(hi) and hi < scale * 1e6:
         hi *= 4.0
     for _ in range(40):
         mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if _mean_mass(d2, mid, threshold) < mass else (lo, mid)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
     return lo
 
 
@@ -206,35 +211,37 @@ class _Standardise(FeatureMap):
 class GaussianKernelFeatures(_Standardise):
     """Thresholded Gaussian kernel on the standardised representation, centred at the distinct training points.
 
-    σ is data-scaled: by default (``bandwidth=None``) the σ at which a training point's kernel row outside the
-    diagonal sums, on average over 2000 sampled points, to ``kernel_mass`` (0.3): every point, and a test point
-    alike, sees about that much weight from its neighbours, whatever n and the intrinsic dimension; with
-    ``bandwidth`` given, σ = bandwidth × median nearest-neighbour distance. Entries below ``threshold`` are 0,
+    σ is data-scaled: by default (``bandwidth=None``) the largest σ at which a training point's kernel row outside
+    the diagonal sums, over 2000 sampled points, to at most ``kernel_mass`` (0.3) on average and at most
+    ``max_kernel_mass`` (0.5) for every sampled point: points see about that much weight from their neighbours
+    whatever n and the intrinsic dimension, and no dense cluster makes Φ far from diagonally dominant (which the
+    proof needs); with ``bandwidth`` given, σ = bandwidth × median nearest-neighbour distance. Entries below ``threshold`` are 0,
     which makes Φ sparse (the training cache is local) and is part of the certified matrix.
     """
 
     name = "gaussian"
 
-    def __init__(self, bandwidth: float | None = None, kernel_mass: float = 0.3, threshold: float = 1e-5,
-                 max_block: int = 2048, exact_limit: int = 3000, seed: int = 0) -> None:
+    def __init__(self, bandwidth: float | None = None, kernel_mass: float = 0.3, max_kernel_mass: float = 0.5,
+                 threshold: float = 1e-5, max_block: int = 2048, exact_limit: int = 3000, seed: int = 0) -> None:
         super().__init__(exact_limit, seed)
         if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0
                                           and math.isfinite(bandwidth)):
             raise InputError(f"bandwidth must be a finite number > 0 (a multiple of the median nearest-neighbour "
                              f"distance) or None (set by kernel_mass), got {bandwidth!r}")
-        if not (isinstance(kernel_mass, (int, float)) and 0 < kernel_mass < 100):
-            raise InputError(f"kernel_mass must lie in (0, 100) (the mean off-diagonal row sum of Φ), got "
-                             f"{kernel_mass!r}")
+        for name, v in (("kernel_mass", kernel_mass), ("max_kernel_mass", max_kernel_mass)):
+            if not (isinstance(v, (int, float)) and 0 < v < 100):
+                raise InputError(f"{name} must lie in (0, 100) (off-diagonal row sums of Φ), got {v!r}")
         if not 0 < threshold < 1:
             raise InputError(f"threshold must lie in (0, 1), got {threshold!r}")
         self.bandwidth = None if bandwidth is None else float(bandwidth)
-        self.kernel_mass, self.threshold, self.max_block = float(kernel_mass), float(threshold), int(max_block)
+        self.kernel_mass, self.max_kernel_mass = float(kernel_mass), float(max_kernel_mass)
+        self.threshold, self.max_block = float(threshold), int(max_block)
         self.register_buffer("centres", torch.zeros(0, 0))
         self.register_buffer("sigma", torch.ones(()))
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "bandwidth": self.bandwidth, "kernel_mass": self.kernel_mass,
-                "threshold": self.threshold, "max_block": self.max_block}
+                "max_kernel_mass": self.max_kernel_mass, "threshold": self.threshold, "max_block": self.max_block}
 
     @property
     def out_dim(self) -> int:
@@ -255,7 +262,7 @@ class GaussianKernelFeatures(_Standardise):
         if self.bandwidth is not None:
             sigma = med * self.bandwidth
         else:
-            sigma = _sigma_for_mass(d2, self.kernel_mass, self.threshold, med)
+            sigma = _sigma_for_mass(d2, self.kernel_mass, self.max_kernel_mass, self.threshold, med)
         self.sigma = torch.tensor(sigma, dtype=torch.float32)
         return self
 

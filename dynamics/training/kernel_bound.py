@@ -19,7 +19,8 @@ build one concrete symmetric float64 matrix A (entries ≥ t kept, diagonal 1) a
   (Collatz–Wielandt; v from a few power iterations; v = 1 gives Gershgorin's row sum).
 * π: every computed entry satisfies |log(Φ̂_ij / K_ij)| ≤ η (squared distance with error γ_{d+3}(‖z_i‖+‖z_j‖)²,
   the division, and exp accurate to 4 ulp), so |Φ̂_ij − A_ij| ≤ (e^{2η} − 1)A_ij where both are non-zero, and
-  ≤ t·e^{2η} where only one is (then A_ij lies in the band [t e^{−2η}, t e^{2η}]); π bounds the row sums of these.
+  ≤ t·e^{2η} where only one is (then A_ij lies in the band [t e^{−2η}, t e^{2η}]); π bounds the row sums of these,
+  with η_ij computed from the pair's own norms (``eta`` reports the global maximum).
   A non-symmetric Φ̂ is covered too: ‖Φ̂ − A‖₂ ≤ √(‖·‖₁‖·‖_∞) and the entry bounds are symmetric.
 
 The bound fails (``holds=False``) on near-coincident points (then λ_min(A) is below the float error π) and on a
@@ -186,10 +187,13 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
     zd = z.double()
     blocks = partition(zd, max_block, labels)
     two_s2 = 2.0 * float(sigma) ** 2
-    eta = entry_error(d, float((zd * zd).sum(1).max()) * (1 + 1e-12), float(sigma), threshold)
-    lo_band, hi_band = threshold * math.exp(-2 * eta), threshold * math.exp(2 * eta)
+    norm = (zd * zd).sum(1).sqrt() * (1 + 1e-12)
+    eta = entry_error(d, float(norm.max()) ** 2, float(sigma), threshold)  # the global bound (reported)
+    # per entry: η_ij = c1·(‖z_i‖ + ‖z_j‖)² + c0 (entry_error with the pair's own norms instead of the maximum)
+    c0 = entry_error(d, 0.0, float(sigma), threshold)
+    c1 = (entry_error(d, 1.0, float(sigma), threshold) - c0) / 4.0
     rows_i, rows_j, rows_v, off_i, off_j, off_v = [], [], [], [], [], []
-    rowsum = torch.zeros(n, dtype=torch.float64)
+    pert = torch.zeros(n, dtype=torch.float64)  # row sums of the bound on |Φ̂ − A|
     band = torch.zeros(n, dtype=torch.float64)
     block_lower, block_est = math.inf, math.inf
     nnz = 0
@@ -200,10 +204,12 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
             if same:
                 raw = 0.5 * (raw + raw.T)
                 raw.fill_diagonal_(1.0)
-            in_band = ((raw >= lo_band) & (raw <= hi_band)).double()
+            grow = torch.exp(2.0 * (c1 * (norm[ia][:, None] + norm[ib][None]) ** 2 + c0))  # e^{2η_ij}
+            in_band = (raw >= threshold / grow) & (raw <= threshold * grow)
             kept = raw.masked_fill(raw < threshold, 0.0)
-            rowsum.index_add_(0, ia, kept.sum(1))
-            band.index_add_(0, ia, in_band.sum(1))
+            err = (grow - 1.0) * kept + torch.where(in_band, threshold * grow, 0.0)
+            pert.index_add_(0, ia, err.sum(1))
+            band.index_add_(0, ia, in_band.double().sum(1))
             li, lj = kept.nonzero(as_tuple=True)
             gi, gj, gv = ia[li], ib[lj], kept[li, lj]
             nnz += len(gv) * (1 if same else 2)
@@ -217,8 +223,8 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
                     lo, est = rigorous_lambda_min(kept.numpy())
                     block_lower, block_est = min(block_lower, lo), min(block_est, est)
                 continue
-            rowsum.index_add_(0, ib, kept.sum(0))
-            band.index_add_(0, ib, in_band.sum(0))
+            pert.index_add_(0, ib, err.sum(0))
+            band.index_add_(0, ib, in_band.double().sum(0))
             rows_i.append(gj), rows_j.append(gi), rows_v.append(gv)
             if certify:
                 off_i.append(gi), off_j.append(gj), off_v.append(_round_up32(gv))
@@ -227,7 +233,7 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
     if not certify:
         return None, rows
     coupling = _collatz_wielandt(off_i, off_j, off_v, n, power_iterations)
-    pert = float(((math.exp(2 * eta) - 1.0) * rowsum + band * hi_band).max()) * (1 + 1e-9)
+    pert = float(pert.max()) * (1 + 1e-9)
     lower = block_lower - coupling - pert
     bound = KernelBound(holds=bool(lower > 0), lambda_lower=float(lower), block_lambda_lower=float(block_lower),
                         coupling_upper=float(coupling), perturbation_upper=pert, eta=eta, n=n,
