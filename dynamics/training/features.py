@@ -212,7 +212,7 @@ class GaussianKernelFeatures(_Standardise):
     """Thresholded Gaussian kernel on the standardised representation, centred at the distinct training points.
 
     σ is data-scaled: by default (``bandwidth=None``) the largest σ at which a training point's kernel row outside
-    the diagonal sums, over 2000 sampled points, to at most ``kernel_mass`` (0.3) on average and at most
+    the diagonal sums, over up to 2000 sampled points (4·10⁷ distances), to at most ``kernel_mass`` (0.3) on average and at most
     ``max_kernel_mass`` (0.5) for every sampled point: points see about that much weight from their neighbours
     whatever n and the intrinsic dimension, and no dense cluster makes Φ far from diagonally dominant (which the
     proof needs); with ``bandwidth`` given, σ = bandwidth × median nearest-neighbour distance. Entries below ``threshold`` are 0,
@@ -252,9 +252,11 @@ class GaussianKernelFeatures(_Standardise):
         z = self.fit_standardiser(h)
         self.centres = torch.unique(z, dim=0)
         g = torch.Generator().manual_seed(self.seed + 1)
-        q = torch.randperm(len(self.centres), generator=g)[:2000]
+        n_u = len(self.centres)
+        # sampled rows against all centres, at most 4·10⁷ float32 distances (160 MB) whatever n
+        q = torch.randperm(n_u, generator=g)[: max(100, min(2000, 40_000_000 // max(n_u, 1)))]
         c64 = self.centres.double()
-        d2 = torch.cat([_sq_dist(c64[q[s:s + 256]], c64) for s in range(0, len(q), 256)])
+        d2 = torch.cat([_sq_dist(c64[q[s:s + 256]], c64).float() for s in range(0, len(q), 256)])
         d2[torch.arange(len(q)), q] = math.inf  # exclude each query point itself
         nn_d = d2.min(1).values.sqrt()
         nn_d = nn_d[torch.isfinite(nn_d) & (nn_d > 0)]
