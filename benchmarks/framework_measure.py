@@ -8,10 +8,10 @@ being refactored; it uses only the framework's public API (``switch``, ``run_cer
     OMP_NUM_THREADS=1 DYNAMICS_DATA=/path/to/datasets python benchmarks/framework_measure.py --dataset semeion \\
         --epochs 30 --variants base auto
 
-Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, kernel_mass, zeta_step, wd2 (θ's weight
-decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by growth^(epoch − τ) in phase 2), final (ζ's step grows geometrically
-from zeta_step to this over phase 2, ``framework.zeta_lr``), zmom (ζ's momentum),
-features, max_block. Writes one JSON line per variant to ``--out``.
+Variants: ``base``; ``auto`` (gaussian, defaults); ``KEY=VALUE,...`` over bandwidth, kernel_mass,
+zeta_step, wd2 (θ's weight decay in phase 2), loss2 (ce | mse), growth (ζ's learning rate is multiplied by
+growth^(epoch − τ) in phase 2), final (ζ's step grows geometrically from zeta_step to this over phase 2,
+``framework.zeta_lr``), zmom (ζ's momentum), features, max_block. Writes one JSON line per variant to ``--out``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Constructions (``FEATURES``):
 * ``gaussian`` (what ``auto`` means, at every n): φ_j(h) = exp(−‖z − z_j‖²/(2σ²)), set to 0 below ``threshold``,
   z = the representation standardised per coordinate, centred at the n_u distinct training points;
   σ set so that the off-diagonal row sums of Φ are at most ``kernel_mass`` on average and ``max_kernel_mass``
-  on every sampled row (or ``bandwidth`` × the median nearest-neighbour distance). Certificate: exact distinctness and the
+  on every sampled row (or ``bandwidth`` × the median nearest-neighbour distance). Certificate: exact
+  distinctness and the
   proven bound of :mod:`dynamics.training.kernel_bound` (all points, streamed in blocks).
 * ``random``: φ(h) = relu(W z + b)/√m, m = ``width_factor`` × n ≥ n random features of z. Certificate:
   numerical rank of Φ on all points when n ≤ ``exact_limit`` (float64 eigenvalues, not a proof), else none.
@@ -211,12 +212,13 @@ class _Standardise(FeatureMap):
 class GaussianKernelFeatures(_Standardise):
     """Thresholded Gaussian kernel on the standardised representation, centred at the distinct training points.
 
-    σ is data-scaled: by default (``bandwidth=None``) the largest σ at which a training point's kernel row outside
-    the diagonal sums, over up to 2000 sampled points (4·10⁷ distances), to at most ``kernel_mass`` (0.3) on average and at most
-    ``max_kernel_mass`` (0.5) for every sampled point: points see about that much weight from their neighbours
-    whatever n and the intrinsic dimension, and no dense cluster makes Φ far from diagonally dominant (which the
-    proof needs); with ``bandwidth`` given, σ = bandwidth × median nearest-neighbour distance. Entries below ``threshold`` are 0,
-    which makes Φ sparse (the training cache is local) and is part of the certified matrix.
+    σ is data-scaled: by default (``bandwidth=None``) the largest σ at which a training point's kernel row
+    outside the diagonal sums, over up to 2000 sampled points (4·10⁷ distances), to at most ``kernel_mass``
+    (0.3) on average and at most ``max_kernel_mass`` (0.5) for every sampled point: points see about that much
+    weight from their neighbours whatever n and the intrinsic dimension, and no dense cluster makes Φ far from
+    diagonally dominant (which the proof needs); with ``bandwidth`` given, σ = bandwidth × median
+    nearest-neighbour distance. Entries below ``threshold`` are 0, which makes Φ sparse (the training cache is
+    local) and is part of the certified matrix.
     """
 
     name = "gaussian"

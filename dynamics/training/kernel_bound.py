@@ -215,8 +215,8 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
             nnz += len(gv) * (1 if same else 2)
             if nnz > max_nnz:
                 raise MemoryBudgetError(
-                    f"the thresholded kernel keeps more than max_nnz={max_nnz} entries ({nnz} after some blocks, n={n}):"
-                    " Φ is nearly dense at this bandwidth; lower feature_options['bandwidth'] or raise 'threshold'")
+                    f"the thresholded kernel keeps more than max_nnz={max_nnz} entries ({nnz} after some blocks, "
+                    f"n={n}): Φ is nearly dense at this bandwidth; lower feature_options['bandwidth'] or raise 'threshold'")
             rows_i.append(gi), rows_j.append(gj), rows_v.append(gv)
             if same:
                 if certify:
