@@ -157,12 +157,16 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _reset_peak() -> bool:
-    """Return freed heap to the system (so earlier contenders' memory does not hide this one's), reset VmHWM."""
+def _trim() -> None:
+    """Return freed heap to the system, so that earlier contenders' freed memory does not hide this one's."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
+
+
+def _reset_peak() -> bool:
+    """Reset VmHWM to the current VmRSS."""
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # VmHWM := VmRSS
@@ -244,6 +248,7 @@ def run_case(case: str, dtype_name: str, args) -> list[dict]:
     contenders = [Contender(nm, model, x, dtype, args.tutorial_cap, args.tutorial_seconds) for nm in names]
     once = []
     for c in contenders:  # warm-up: also the peak-memory measurement and the kernel kept for comparison
+        _trim()
         base, reset = _rss_kib("VmRSS"), _reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         c.K, extra = c.call(args.tutorial_seconds if c.name in TUTORIAL else math.inf)
@@ -294,8 +299,9 @@ def run_case(case: str, dtype_name: str, args) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--slow", type=float, default=5.0, help="time once when the warm-up call exceeds this")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slow", type=float, default=30.0,
+                        help="time once (by the warm-up call, not interleaved) when the warm-up exceeds this")
     parser.add_argument("--tutorial-cap", type=float, default=4 * 2**30, help="bytes per tutorial block")
     parser.add_argument("--tutorial-seconds", type=float, default=15.0,
                         help="stop a tutorial method after this and extrapolate from the blocks done")
