@@ -15,8 +15,9 @@ plus the Jacobian rows of S and one forward-mode pass over all n for the upper b
 JᵀJ plus ~9p³ for its eigendecomposition (≈ 40 min at p = 19,810 on one core of the development machine).
 
 Measured (results/alignment_bounds.jsonl; 2-core development machine shared with other jobs, load ≈ 6, one
-thread): n = 5,000, 3 epochs of SGD (train accuracy 0.774), |S| = 2,200 (J_S 22,000 × 19,811): J_S 122 s, QR 611 s,
-upper-bound pass ≈ 137 s, total 870 s (target ≤ 15 min); r ∈ [0.0629, 1.0], conclusive (alignment fails).
+thread): n = 5,000, 3 epochs of SGD (train accuracy 0.774), |S| = 2,200 (J_S 22,000 × 19,811). Run 1: J_S 122 s,
+QR 611 s, total 870 s, r ∈ [0.0629, 1.0]. Run 2 (with the read-out upper bound): J_S 83 s, QR 789 s, total 978 s,
+r ∈ [0.0629, 0.4998]. Both conclusive (alignment fails); the target is ≤ 15 min (900 s).
 
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 5000 --route subset
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 20000 --route gram
