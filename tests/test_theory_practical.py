@@ -13,9 +13,11 @@ import os
 import pytest
 import torch
 
+from dynamics.cli import main
 from dynamics.data import DataMissingError
 from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError
+from theory import verify
 from theory.practical import (
     GRAD_TOL, RTOL, PracticalCNN, demo_reachable, demo_width_sweep_sgd, semeion_images, synthetic_images,
     teacher_targets, train_sgd,
@@ -131,3 +133,24 @@ def test_semeion_reduced():
     assert float(x.mean()) == pytest.approx(0.0, abs=1e-12)
     rows, _ = demo_reachable(x, "Semeion", k=2, width=2, control_width=8, steps=150)
     assert not rows[2].holds and rows[2].passed and not any(r.trivial for r in rows)
+
+
+def test_default_verify_does_not_run_the_practical_rows(monkeypatch, tmp_path):
+    assert "practical" not in verify.GROUPS and verify.FULL_GROUPS == ("practical",)
+    seen = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        return verify.VerifyResult(reports=[])
+
+    monkeypatch.setattr(verify, "collect", fake)
+    main(["verify", "--out", str(tmp_path / "a"), "--no-figures"])
+    assert seen["full"] is False
+    main(["verify", "--full", "--out", str(tmp_path / "b"), "--no-figures"])
+    assert seen["full"] is True
+
+
+def test_full_without_semeion_is_skipped_with_the_reason(tmp_path):
+    result = verify.collect(include=(), full=True, data_root=str(tmp_path))
+    assert result.reports == [] and result.skipped[0].startswith("Practical (Semeion): skipped (")
+    assert "practical" in result.seconds

@@ -9,6 +9,8 @@ is :mod:`dynamics.cli.verify`.
 >>> result = collect(data_root="/nonexistent", include=("semeion",))   # no data there: the rows are skipped
 >>> result.reports, result.skipped[0].startswith("Semeion: skipped"), result.passed
 ([], True, True)
+>>> collect(data_root="/nonexistent", include=(), full=True).skipped[0].startswith("Practical (Semeion): skipped")
+True
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from dynamics.errors import DataError, InputError
-from theory import demos, demos_critical, demos_limits
+from theory import demos, demos_critical, demos_limits, practical
 from theory.report import StatementReport
 from theory.symbolic import all_proofs, euler_identity
 
-__all__ = ["collect", "VerifyResult", "GROUPS", "coverage"]
+__all__ = ["collect", "VerifyResult", "GROUPS", "FULL_GROUPS", "coverage"]
 
 log = logging.getLogger(__name__)
 
 GROUPS = ("decomposition", "critical", "plateau", "necessity", "width", "depth", "controls", "limits", "symbolic",
           "semeion")
+FULL_GROUPS = ("practical",)  # minutes of SGD on real images: only with full=True (``dynamics verify --full``)
 
 
 @dataclass
@@ -66,11 +69,15 @@ def _symbolic_reports(quick: bool) -> list[StatementReport]:
 
 
 def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
-            include: Sequence[str] = GROUPS) -> VerifyResult:
-    """Run the groups in ``include`` (see :data:`GROUPS`) and return their reports."""
-    unknown = set(include) - set(GROUPS)
+            include: Sequence[str] = GROUPS, full: bool = False) -> VerifyResult:
+    """Run the groups in ``include`` (see :data:`GROUPS`) and return their reports; ``full=True`` adds
+    :data:`FULL_GROUPS` (the practical regime: a CNN trained by SGD on Semeion, skipped with the reason when
+    the data root lacks it)."""
+    unknown = set(include) - set(GROUPS) - set(FULL_GROUPS)
     if unknown:
-        raise InputError(f"unknown verification groups {sorted(unknown)}; choose from {list(GROUPS)}")
+        raise InputError(f"unknown verification groups {sorted(unknown)}; choose from {list(GROUPS + FULL_GROUPS)}")
+    if full:
+        include = tuple(include) + tuple(g for g in FULL_GROUPS if g not in include)
     runners = {
         "decomposition": lambda: demos.demo_random_points(seed) + demos.demo_trajectory(seed, quick),
         "critical": lambda: demos_critical.demo_sufficiency(seed, quick),
@@ -85,12 +92,14 @@ def collect(seed: int = 0, quick: bool = False, data_root: Optional[str] = None,
     result = VerifyResult(reports=[])
     for group in include:
         start = time.perf_counter()
-        if group == "semeion":
+        if group in ("semeion", "practical"):
             root = data_root if data_root is not None else os.environ.get("DYNAMICS_DATA")
+            demo = demos_critical.demo_semeion if group == "semeion" else \
+                (lambda r, seed: practical.demo_practical(r, seed=seed, quick=quick))
             try:
-                result.reports += demos_critical.demo_semeion(root, seed=seed)
+                result.reports += demo(root, seed=seed)
             except DataError as exc:  # absent or corrupt files; anything else is a real failure
-                result.skipped.append(f"Semeion: skipped ({exc})")
+                result.skipped.append(f"{'Semeion' if group == 'semeion' else 'Practical (Semeion)'}: skipped ({exc})")
         else:
             result.reports += runners[group]()
         result.seconds[group] = round(time.perf_counter() - start, 2)
