@@ -1,4 +1,5 @@
-"""Write the theory notebooks 01–07 (one per statement of THEORY.md), outputs empty, from the cells below.
+"""Write the theory notebooks 01–07 (one per statement of THEORY.md) and 08 (the practical regime under SGD),
+outputs empty, from the cells below.
 
 Usage: ``python notebooks/build.py`` (rewrites ``notebooks/0*_*.ipynb``). The notebooks only call
 :mod:`theory` and :mod:`figures`; they hold no numerics of their own. ``tests/test_notebooks.py`` executes them.
@@ -151,6 +152,50 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", "from theory.demos_limits import demo_limits\nfrom theory.report import format_table\n"
                  "print(format_table(demo_limits(quick=QUICK)))"),
         ("code", "from figures.beyond_ntk import plot\nplot(beyond)"),
+    ],
+    "08_practical_regime": [
+        ("md", "# The practical regime under SGD: a small CNN on real images, p < n·k\n\n" + SOURCE + "\n\n"
+               "**Question.** Statements 3 and 5 on a real architecture trained by SGD (not L-BFGS), where J "
+               "cannot have full row rank. (a) A student on targets a teacher of the *same* architecture produces "
+               "from the images (reachable): if training reaches a limit with L ≈ 0, alignment holds there "
+               "(r ≈ 0) although rank J ≤ p < n·k. The control: the same student on a wider teacher's targets "
+               "(not reachable) ends at a limit with r > 0 and L = ½dist(Y, Col J(θ_T))² > 0. (b) A width sweep: "
+               "at convergence the residual predicts the final loss, L_T = ½dist(Y, Col J(θ_T))², width by width."),
+        ("md", "**Setup.** `theory.practical.PracticalCNN`: conv3×3(1→c) → tanh → conv3×3(c→c) → tanh → average "
+               "pool to 2×2 → Linear(4c → k), float64; c = 3, k = 2: p = 140 < n·k = 200 with n = 100 Semeion "
+               "digits (16×16 averaged to 8×8, standardised; from `$DYNAMICS_DATA`, synthetic smooth images "
+               "when it is unset). Teacher targets standardised per output (still the same architecture). "
+               "Full-batch SGD, momentum 0.9, lr 0.3, cosine decay to lr/100. r by "
+               "`dynamics.check_alignment(method='dense')`. A row calls the end a *limit* only when "
+               "‖∇L‖/(σ_max‖Y‖) ≤ 1e-4; L ≈ 0 means L/(½‖Y‖²) ≤ 1e-3. A run that did not get there says "
+               "NOT CONVERGED and its row fails (NO): these rows are measurements, not a guaranteed pass.\n\n"
+               + TRIVIAL),
+        ("code", PREAMBLE + "\nSTEPS = 1500 if QUICK else 8000"),
+        ("code", "import os\nfrom dynamics.data import DataMissingError\n"
+                 "from theory.practical import demo_reachable, demo_width_sweep_sgd, semeion_images, "
+                 "synthetic_images\nfrom theory.report import format_table\n\n"
+                 "try:\n    x, data = semeion_images(100, os.environ.get('DYNAMICS_DATA')), 'Semeion'\n"
+                 "except DataMissingError as exc:\n"
+                 "    print(f'Semeion not available ({exc}); synthetic images instead')\n"
+                 "    x, data = synthetic_images(100), 'synthetic'\n"
+                 "rows, runs = demo_reachable(x, data, steps=STEPS)\nprint(format_table(rows))"),
+        ("code", "sweep = demo_width_sweep_sgd(x, data, steps=STEPS)\nprint(sweep)"),
+        ("code", "import matplotlib.pyplot as plt\n"
+                 "fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))\n"
+                 "for (name, run), c in zip(runs.items(), ['tab:blue', 'tab:orange']):\n"
+                 "    axes[0].plot(run.steps, run.losses, '-', color=c, label=f'{name}: L')\n"
+                 "    axes[0].plot(run.steps, run.half_dist2, '--', color=c, label=f'{name}: ½dist²')\n"
+                 "    axes[1].plot(run.steps, run.grad_norms, '-', color=c, label=name)\n"
+                 "axes[0].set(yscale='log', xlabel='SGD step', title='L and ½dist(Y, Col J(θ_t))²')\n"
+                 "axes[1].set(yscale='log', xlabel='SGD step', title='‖∇L‖')\n"
+                 "s = sweep.series\n"
+                 "axes[2].loglog(s['half_dist2'], s['L_T'], 'o')\n"
+                 "for w, a, b in zip(s['widths'], s['half_dist2'], s['L_T']):\n"
+                 "    axes[2].annotate(f'c={w}', (a, b))\n"
+                 "lo, hi = min(s['half_dist2'] + s['L_T']), max(s['half_dist2'] + s['L_T'])\n"
+                 "axes[2].plot([lo, hi], [lo, hi], 'k:', lw=1)\n"
+                 "axes[2].set(xlabel='½dist(Y, Col J(θ_T))²', ylabel='L_T', title='width sweep: L_T vs ½dist²')\n"
+                 "for ax in axes[:2]:\n    ax.legend(fontsize=7)\nfig.tight_layout()"),
     ],
 }
 

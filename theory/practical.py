@@ -137,8 +137,9 @@ def _loss_and_grad_norm(model: nn.Module, x, y) -> tuple[float, float]:
 
 
 def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 4000, lr: float = 0.3,
-              momentum: float = 0.9, records: int = 10) -> SGDRun:
-    """Full-batch SGD with (heavy-ball) momentum on the mean loss ½‖f − Y‖²/n, cosine decay to lr/100.
+              momentum: float = 0.9, records: int = 10, final_lr: float = 0.01) -> SGDRun:
+    """Full-batch SGD with (heavy-ball) momentum on the mean loss ½‖f − Y‖²/n, cosine decay to ``final_lr``·lr
+    (1.0: constant).
 
     At ``records`` evenly spaced steps (and step 0) records L, ½dist(Y, Col J)² (dense J, float64) and ‖∇L‖
     of the summed loss. ``model`` is trained in place and returned in the run.
@@ -146,10 +147,10 @@ def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 4
     if not isinstance(steps, int) or steps < 1 or not lr > 0 or not 0 <= momentum < 1:
         raise InputError(f"need steps ≥ 1, lr > 0, 0 ≤ momentum < 1; got {steps!r}, {lr!r}, {momentum!r}")
     n = x.shape[0]
-    run = SGDRun(model, settings={"steps": steps, "lr": lr, "momentum": momentum, "schedule": "cosine to lr/100"})
+    run = SGDRun(model, settings={"steps": steps, "lr": lr, "momentum": momentum, "schedule": f"cosine to {final_lr:g}·lr"})
     marks = sorted({0, steps, *[round(steps * i / max(records, 1)) for i in range(1, records)]})
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 100)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * final_lr)
 
     def record(step: int) -> None:
         loss, g = _loss_and_grad_norm(model, x, y)
@@ -244,8 +245,8 @@ def demo_width_sweep_sgd(x: torch.Tensor, data: str, k: int = 2, teacher_width: 
     gaps = [abs(a - b) / half_y2 for a, b in zip(series["L_T"], series["half_dist2"])]
     worst = max(series["rel_grad"])
     q = {"p": series["p"], "nk": x.shape[0] * k, "rank": series["rank"], "L_T_rel": [v / half_y2 for v in
-         series["L_T"]], "half_dist2_rel": [v / half_y2 for v in series["half_dist2"]], "max_gap_rel": max(gaps),
-         "max_rel_grad": worst}
+         series["L_T"]], "half_dist2_rel": [v / half_y2 for v in series["half_dist2"]], "gap_rel": gaps,
+         "rel_grad": series["rel_grad"], "max_gap_rel": max(gaps), "max_rel_grad": worst}
     note = ("every width at a limit" if worst <= grad_tol else
             f"NOT CONVERGED: largest ‖∇L‖/(σ_max‖Y‖) = {worst:.3g} > grad_tol {grad_tol:g}")
     return StatementReport("5", "width sweep (SGD, practical)",
