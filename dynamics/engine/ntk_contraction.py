@@ -46,12 +46,14 @@ def row_blocks(n: int, size: int, k: int, chunk: int) -> list[tuple[int, slice, 
             for o in range(0, k, chunk)]
 
 
-def mirror_upper(Kf: torch.Tensor, tiles: list[slice], chunk: int = 32) -> None:
+def mirror_upper(Kf: torch.Tensor, tiles: list[slice], chunk: int = 0) -> None:
     """Fill the blocks below the diagonal of a symmetric ``(n, k, n, k)`` kernel from those above it.
 
     Diagonal blocks are replaced by their symmetric part (a rounding-level change), so K is exactly symmetric.
-    The symmetrisation runs over chunks of ``chunk`` samples, so its temporaries are 2·chunk²·k² numbers.
+    The symmetrisation runs over chunks of ``chunk`` samples (default 1024 // k: temporaries of at most
+    2·1024² numbers, few and large operations), so it adds little to the memory the tiles were sized for.
     """
+    chunk = chunk or max(1, 1024 // Kf.shape[1])
     for t1, s1 in enumerate(tiles):
         rows = [slice(i, min(i + chunk, s1.stop)) for i in range(s1.start, s1.stop, chunk)]
         for a, r in enumerate(rows):
