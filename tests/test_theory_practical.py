@@ -118,6 +118,8 @@ def test_bad_training_arguments():
     with pytest.raises(InputError):
         train_sgd(PracticalCNN(1, 1), x, torch.zeros(8, 1, dtype=torch.float64), steps=0)
     with pytest.raises(InputError):
+        train_sgd(PracticalCNN(1, 1), x, torch.zeros(8, 1, dtype=torch.float64), steps=5, final_lr=0.0)
+    with pytest.raises(InputError):
         PracticalCNN(0, 2)
 
 

@@ -18,6 +18,15 @@ Derived from the definitions in Kawaguchi et al. (2022). Two demonstrations, eac
 A row says "limit" only when the relative gradient is below ``grad_tol``; a run that did not converge fails
 visibly (the note says by how much), never passes.
 
+Measured (``demo_practical``, Semeion n = 100, p = 140 < n·k = 200, 8,000 steps, ~14 s CPU per run on one
+loaded core, 59 s in all): the control reaches a limit (‖∇L‖/(σ_max‖Y‖) = 6.8e-5) with r = 0.035 and
+L = ½dist² within 2.9e-4·½‖Y‖², and L = 0 fails as it must. The reachable run does NOT reach L ≈ 0: SGD slows
+down near a point with r = 0.045, L/(½‖Y‖²) = 2.9e-3, relative gradient 1.5e-4 (> 1e-4), so its row fails. The
+width sweep (widths 1, 2, 3 on the width-8 teacher) has L_T/(½‖Y‖²) = 0.100, 0.0162, 0.00155 against
+½dist²/(½‖Y‖²) = 0.0995, 0.0148, 0.00126, but widths 1-2 are not limits (relative gradient up to 2.0e-4), so it
+fails too. Longer runs (30,000 steps, constant lr) did not help width 1 (gap 5.4e-3, gradient 1.5e-4): near
+these points σ₊(J) is small, and statement 2's slack ‖∇L‖²/(2σ₊²) stays large although ‖∇L‖ is small.
+
 >>> x = synthetic_images(24, seed=0)
 >>> run = train_sgd(PracticalCNN(2, 2, seed=1), x, teacher_targets(x, 2, 2, seed=0), steps=20, lr=0.1, records=2)
 >>> len(run.losses), run.steps[-1]
@@ -144,10 +153,12 @@ def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 4
     At ``records`` evenly spaced steps (and step 0) records L, ½dist(Y, Col J)² (dense J, float64) and ‖∇L‖
     of the summed loss. ``model`` is trained in place and returned in the run.
     """
-    if not isinstance(steps, int) or steps < 1 or not lr > 0 or not 0 <= momentum < 1:
-        raise InputError(f"need steps ≥ 1, lr > 0, 0 ≤ momentum < 1; got {steps!r}, {lr!r}, {momentum!r}")
+    if not isinstance(steps, int) or steps < 1 or not lr > 0 or not 0 <= momentum < 1 or not 0 < final_lr <= 1:
+        raise InputError(f"need steps ≥ 1, lr > 0, 0 ≤ momentum < 1, 0 < final_lr ≤ 1; got {steps!r}, {lr!r}, "
+                         f"{momentum!r}, {final_lr!r}")
     n = x.shape[0]
-    run = SGDRun(model, settings={"steps": steps, "lr": lr, "momentum": momentum, "schedule": f"cosine to {final_lr:g}·lr"})
+    run = SGDRun(model, settings={"steps": steps, "lr": lr, "momentum": momentum,
+                                  "schedule": f"cosine to {final_lr:g}·lr"})
     marks = sorted({0, steps, *[round(steps * i / max(records, 1)) for i in range(1, records)]})
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * final_lr)
