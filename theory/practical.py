@@ -26,6 +26,10 @@ width sweep (widths 1, 2, 3 on the width-8 teacher) has L_T/(½‖Y‖²) = 0.10
 ½dist²/(½‖Y‖²) = 0.0995, 0.0148, 0.00126, but widths 1-2 are not limits (relative gradient up to 2.0e-4), so it
 fails too. Longer runs (30,000 steps, constant lr) did not help width 1 (gap 5.4e-3, gradient 1.5e-4): near
 these points σ₊(J) is small, and statement 2's slack ‖∇L‖²/(2σ₊²) stays large although ‖∇L‖ is small.
+Other student initialisations of the reachable run (seeds 2-5, 8,000 steps): seeds 2, 3, 5 reach a limit
+(relative gradient 7.3e-5, 9.6e-5, 4.6e-5) that is NOT a global minimum: r = 0.031, 0.038, 0.036,
+L/(½‖Y‖²) = 1.1e-3, 1.9e-3, 1.4e-3, L = ½dist² within 1.2e-4, 4.4e-4, 9.5e-5; seed 4 is not a limit (1.4e-4).
+Under this SGD the same-architecture targets end at misaligned critical points, as statement 3 allows.
 
 >>> x = synthetic_images(24, seed=0)
 >>> run = train_sgd(PracticalCNN(2, 2, seed=1), x, teacher_targets(x, 2, 2, seed=0), steps=20, lr=0.1, records=2)
