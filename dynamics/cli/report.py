@@ -29,13 +29,13 @@ HELP = "rebuild the reproduction table (md, csv, tex, json) and figures from fin
 
 def write_figures(runs: Sequence[RunRecord], out_dir: Path) -> list[Path]:
     """``training_curves.png`` (runs with epoch records) and ``conditions_over_training.png`` (only when some
-    run recorded probes) in ``out_dir``; returns the paths written."""
+    modified run recorded its run certificate ε) in ``out_dir``; returns the paths written."""
     written = [save_figure(training_curves.plot(runs), Path(out_dir) / "training_curves.png")]
-    if any(r.probes for r in runs):
+    if conditions_over_training.has_data(runs):
         written.append(save_figure(conditions_over_training.plot(runs),
                                    Path(out_dir) / "conditions_over_training.png"))
     else:
-        log.info("no probe records in any run: conditions_over_training.png not drawn")
+        log.info("no modified run recorded a run certificate epsilon: conditions_over_training.png not drawn")
     return written
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from dynamics.cli.report import write_figures
-from dynamics.cli.validate import arg, device, folder_or_absent, output_folder, seed
+from dynamics.cli.validate import arg, device, folder_or_absent, output_folder, positive_int, seed
 from dynamics.errors import InputError
 from dynamics.reproduce.campaign import reproduce
 
@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset root (default: $DYNAMICS_DATA or ~/.cache/dynamics)")
     parser.add_argument("--device", default=None, type=arg(device, "--device"),
                         help="cpu | cuda | cuda:N (default: the preset's)")
+    parser.add_argument("--threads", type=arg(positive_int, "--threads"), default=None,
+                        help="torch threads per run (default: $OMP_NUM_THREADS, else the cores free now; recorded)")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     data_root = None if args.data_root is None else str(args.data_root)
     table = reproduce(args.preset, datasets=args.datasets, out_dir=args.out, data_root=data_root,
                       seeds=args.seeds, augment=None if args.augment is None else _AUGMENT[args.augment],
-                      dry_run=args.dry_run, device=args.device, figures=None if args.no_figures else write_figures,
+                      dry_run=args.dry_run, device=args.device, threads=args.threads, figures=None if args.no_figures else write_figures,
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(table)
     return 0
