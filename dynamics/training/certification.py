@@ -83,6 +83,7 @@ def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
         "alignment_residual": float(a.residual), "alignment_holds": bool(a.holds), "rank": a.rank,
         "sigma_min": None if a.sigma_min is None else float(a.sigma_min), "alignment_tolerance": float(a.tolerance),
         "alignment_residual_full_lower": lower * math.sqrt(n_checked / n),
+        "alignment_trivial": None if a.trivial is None else bool(a.trivial), "p": a.p, "nk": a.n * a.k,
         "on_model_residual": float(o.euler_residual), "on_model_holds": bool(o.holds),
         "on_model_subset": list(o.subset),
         "checker": "dynamics.check_alignment(method='dense') and dynamics.check_on_model_structure"}
@@ -92,7 +93,10 @@ def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
         rec["full_set_certified"] = bool(feature_certificate["holds"])
     else:
         rec["certificate"] = (f"none: base model; alignment measured on {n_checked} training points; the full-set "
-                              f"residual is at least {rec['alignment_residual_full_lower']:.3e}")
+                              f"residual is at least {rec['alignment_residual_full_lower']:.3e}"
+                              + (f" (trivial at this size: {n_checked} points give nk = {rec['nk']} <= p = "
+                                 f"{rec['p']} rows, so no lower bound above 0 is possible)"
+                                 if rec["alignment_trivial"] else ""))
         rec["full_set_certified"] = None
     if full_check and augmented:
         rec["full_set_lsqr"] = full_set_lsqr(model, y_train)

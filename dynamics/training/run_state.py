@@ -101,6 +101,11 @@ class RunState:
         """Build f̃ = f + g at τ = ``self.epoch``, add ζ to the optimiser, check the conditions (main process)."""
         cfg, d = self.cfg, self.data
         lr = set_epoch_lr(self.opt, cfg, self.epoch, len(self.loader))
+        base_check = None
+        if self.ctx.is_main:  # measure first: the base network's own condition at τ, before g is added
+            with rng_untouched():
+                base_check = check_conditions(self.model, d.x_train, d.y_train, d.num_classes, cfg.check_size,
+                                              cfg.seed)
         with rng_untouched():
             aug, info = switch(self.model, d.x_train, d.y_train, d.num_classes, cfg.features, cfg.feature_options,
                                lr=lr, batch_size=cfg.batch_size, adaptive=self.adaptive,
@@ -112,6 +117,9 @@ class RunState:
                 group["weight_decay"] = cfg.phase2_weight_decay
         add_param_group(self.opt, [aug.zeta], weight_decay=cfg.zeta_weight_decay, lr=cfg.lr)
         self.opt.param_groups[-1]["initial_lr"] = cfg.lr
+        info = dict(info, zeta_step=cfg.zeta_step, zeta_step_final=cfg.zeta_step_final)
+        if base_check is not None:
+            info["base_network_at_tau"] = base_check
         self.switch = SwitchRecord.from_switch_info(self.epoch, info)
         if self.ctx.is_main:
             with rng_untouched():
