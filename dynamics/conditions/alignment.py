@@ -188,8 +188,8 @@ def check_alignment(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: O
         fields["notes"].append("inconclusive: the upper bound exceeds rtol and the lower bound does not; use "
                                "method='gram' (exact), a larger subset_size, or sigma_min= for LSQR")
     report = AlignmentReport(**fields, **common, time_s=time.perf_counter() - start)
-    log.info("alignment (%s): r in [%.3g, %.3g], holds %s", chosen, report.residual_lower, report.residual_upper,
-             report.holds)
+    lower = "?" if report.residual_lower is None else f"{report.residual_lower:.3g}"
+    log.info("alignment (%s): r in [%s, %.3g], holds %s", chosen, lower, report.residual_upper, report.holds)
     return report
 
 
