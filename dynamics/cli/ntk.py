@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from dynamics import models
-from dynamics.cli.validate import arg, bn_mode, positive_float, positive_int, seed
+from dynamics.cli.validate import arg, bn_mode, positive_int, seed
 from dynamics.engine.jacobian import JacobianOperator
+from dynamics.engine.memory import parse_memory_budget
 from dynamics.engine.ntk import ntk
 from dynamics.errors import InputError
 
@@ -43,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bn-mode", choices=("eval", "batch", "frozen"), default=None,
                         help="BatchNorm semantics, only for a network with BatchNorm (--model resnet; default: eval); "
                         "refused for a network without BatchNorm")
-    parser.add_argument("--memory-budget", type=arg(positive_float, "--memory-budget"), default=None,
-                        help="bytes for K and intermediates (e.g. 2e9)")
+    parser.add_argument("--memory-budget", type=arg(parse_memory_budget, "--memory-budget"), default=None,
+                        help="total bytes the call may allocate, K included (e.g. 2e9, 256MiB); "
+                        "default: K plus 1 GiB")
     parser.add_argument("--seed", type=arg(seed, "--seed"), default=0,
                         help="seed of the weights and the data (default: 0)")
     parser.add_argument("--check-samples", type=arg(positive_int, "--check-samples"), default=4,
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             model.train()
             for _ in range(3):
                 model(x)
-    budget = None if args.memory_budget is None else int(args.memory_budget)
+    budget = args.memory_budget
 
     start = time.perf_counter()
     K, info = ntk(model, x, bn_mode=bn, method=args.method, dtype=dtype, memory_budget=budget,
