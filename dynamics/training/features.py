@@ -42,8 +42,8 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from dynamics.errors import InputError
-from dynamics.training.kernel_bound import gaussian_kernel_bound
+from dynamics.errors import InputError, MemoryBudgetError
+from dynamics.training.kernel_bound import DEFAULT_MEMORY_BUDGET, gaussian_kernel_bound, max_nnz_for
 from dynamics.training.sparse_rows import SparseRows
 
 __all__ = ["FeatureCertificate", "FeatureMap", "GaussianKernelFeatures", "RandomReLUFeatures",
@@ -118,18 +118,21 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0)
 
 
-def _masses(d2: torch.Tensor, sigma: float, threshold: float) -> torch.Tensor:
+def _masses(d2: torch.Tensor, sigma: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(off-diagonal row sums, off-diagonal non-zeros per row) of the thresholded kernel on sampled rows ``d2``."""
     k = torch.exp(-d2 / (2.0 * sigma * sigma))
-    return k.masked_fill(k < threshold, 0.0).sum(1)
+    keep = k >= threshold
+    return k.masked_fill_(~keep, 0.0).sum(1), keep.sum(1).double()
 
 
-def _sigma_for_mass(d2: torch.Tensor, mass: float, max_mass: float, threshold: float, scale: float) -> float:
+def _sigma_for_mass(d2: torch.Tensor, mass: float, max_mass: float, threshold: float, scale: float,
+                    row_nnz: float = math.inf) -> float:
     """The largest σ at which the off-diagonal row sums of the thresholded kernel over the sampled rows ``d2``
-    (q, n; self-distances inf) have mean ≤ ``mass`` and maximum ≤ ``max_mass`` (bisection in log σ; both grow
-    with σ)."""
+    (q, n; self-distances inf) have mean ≤ ``mass`` and maximum ≤ ``max_mass``, and the mean number of
+    off-diagonal non-zeros per sampled row is ≤ ``row_nnz`` (bisection in log σ; all three grow with σ)."""
     def ok(sigma: float) -> bool:
-        m = _masses(d2, sigma, threshold)
-        return float(m.mean()) <= mass and float(m.max()) <= max_mass
+        m, c = _masses(d2, sigma, threshold)
+        return float(m.mean()) <= mass and float(m.max()) <= max_mass and float(c.mean()) <= row_nnz
 
     lo, hi = scale * 1e-3, scale
     while ok(hi) and hi < scale * 1e6:
@@ -219,13 +222,27 @@ class GaussianKernelFeatures(_Standardise):
     diagonally dominant (which the proof needs); with ``bandwidth`` given, σ = bandwidth × median
     nearest-neighbour distance. Entries below ``threshold`` are 0, which makes Φ sparse (the training cache is
     local) and is part of the certified matrix.
+
+    Memory is bounded whatever the data. A small mass can still be spread over many entries just above the
+    threshold (a tight, clustered representation: thousands of neighbours at nearly the same distance), so the
+    default σ also keeps the sampled rows' mean number of off-diagonal non-zeros at most ``max_row_nnz`` (128)
+    and at most half of what ``memory_budget`` allows per row (the kernel pass stores at most
+    ``max_nnz_for(memory_budget, max_block)`` entries and refuses beyond that). If the sampled rows predict more
+    entries than the budget allows even at the smallest σ searched (or at the given ``bandwidth``), ``fit``
+    raises :class:`MemoryBudgetError` before anything n × n-sized is allocated.
     """
 
     name = "gaussian"
 
     def __init__(self, bandwidth: float | None = None, kernel_mass: float = 0.3, max_kernel_mass: float = 0.5,
-                 threshold: float = 1e-5, max_block: int = 2048, exact_limit: int = 3000, seed: int = 0) -> None:
+                 threshold: float = 1e-5, max_block: int = 2048, exact_limit: int = 3000, seed: int = 0,
+                 max_row_nnz: float | None = 128, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         super().__init__(exact_limit, seed)
+        if max_row_nnz is not None and not (isinstance(max_row_nnz, (int, float)) and max_row_nnz >= 1):
+            raise InputError(f"max_row_nnz must be >= 1 (mean off-diagonal non-zeros per row of Φ) or None, got "
+                             f"{max_row_nnz!r}")
+        if not (isinstance(memory_budget, int) and memory_budget > 0):
+            raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0
                                           and math.isfinite(bandwidth)):
             raise InputError(f"bandwidth must be a finite number > 0 (a multiple of the median nearest-neighbour "
@@ -238,12 +255,15 @@ class GaussianKernelFeatures(_Standardise):
         self.bandwidth = None if bandwidth is None else float(bandwidth)
         self.kernel_mass, self.max_kernel_mass = float(kernel_mass), float(max_kernel_mass)
         self.threshold, self.max_block = float(threshold), int(max_block)
+        self.max_row_nnz = None if max_row_nnz is None else float(max_row_nnz)
+        self.memory_budget = int(memory_budget)
         self.register_buffer("centres", torch.zeros(0, 0))
         self.register_buffer("sigma", torch.ones(()))
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "bandwidth": self.bandwidth, "kernel_mass": self.kernel_mass,
-                "max_kernel_mass": self.max_kernel_mass, "threshold": self.threshold, "max_block": self.max_block}
+                "max_kernel_mass": self.max_kernel_mass, "threshold": self.threshold, "max_block": self.max_block,
+                "max_row_nnz": self.max_row_nnz, "memory_budget": self.memory_budget}
 
     @property
     def out_dim(self) -> int:
@@ -255,18 +275,35 @@ class GaussianKernelFeatures(_Standardise):
         self.centres = torch.unique(z, dim=0)
         g = torch.Generator().manual_seed(self.seed + 1)
         n_u = len(self.centres)
-        # sampled rows against all centres, at most 4·10⁷ float32 distances (160 MB) whatever n
-        q = torch.randperm(n_u, generator=g)[: max(100, min(2000, 40_000_000 // max(n_u, 1)))]
+        # sampled rows against all centres: at most 4·10⁷ float32 distances (160 MB) whatever n, and at most
+        # memory_budget / 32 bytes per distance (their chunks and concatenation, the kernel, its exponent and
+        # mask in the bisection: measured ≈ 18 bytes per distance)
+        rows = min(2000, 40_000_000 // max(n_u, 1), self.memory_budget // (32 * max(n_u, 1)))
+        q = torch.randperm(n_u, generator=g)[: max(100, rows)]
         c64 = self.centres.double()
         d2 = torch.cat([_sq_dist(c64[q[s:s + 256]], c64).float() for s in range(0, len(q), 256)])
         d2[torch.arange(len(q)), q] = math.inf  # exclude each query point itself
         nn_d = d2.min(1).values.sqrt()
         nn_d = nn_d[torch.isfinite(nn_d) & (nn_d > 0)]
         med = max(float(nn_d.median()) if len(nn_d) else 1.0, 1e-12)
+        max_nnz = max_nnz_for(self.memory_budget, self.max_block)
+        budget_row = max_nnz / (2.0 * n_u) - 1.0  # off-diagonal entries per row; half the budget, for sampling error
         if self.bandwidth is not None:
             sigma = med * self.bandwidth
         else:
-            sigma = _sigma_for_mass(d2, self.kernel_mass, self.max_kernel_mass, self.threshold, med)
+            row_cap = budget_row if self.max_row_nnz is None else min(self.max_row_nnz, budget_row)
+            sigma = _sigma_for_mass(d2, self.kernel_mass, self.max_kernel_mass, self.threshold, med, row_cap)
+        per_row = float(_masses(d2, sigma, self.threshold)[1].mean())
+        self.fit_stats = {"sampled_rows": len(q), "sampled_row_nnz": per_row + 1.0, "budget_row_nnz": budget_row + 1,
+                          "max_nnz": max_nnz, "median_nn_distance": med}
+        if per_row > budget_row:
+            raise MemoryBudgetError(
+                f"the thresholded kernel at σ={sigma:.4g} has {per_row + 1:.0f} non-zeros per row on {len(q)} sampled "
+                f"rows: about {(per_row + 1) * n_u:.3g} entries for {n_u} points, over half of max_nnz={max_nnz} "
+                f"(memory_budget={self.memory_budget / 2**30:.2f} GiB). The representation is too clustered for "
+                "this bandwidth: " + ("use a smaller 'bandwidth' or None" if self.bandwidth is not None else
+                                      "near-identical points even at the smallest σ searched")
+                + ", raise 'threshold', or raise memory_budget if the machine has the memory")
         self.sigma = torch.tensor(sigma, dtype=torch.float32)
         return self
 
@@ -283,7 +320,8 @@ class GaussianKernelFeatures(_Standardise):
 
     def training_rows(self, h: torch.Tensor) -> SparseRows:
         zu, row_of = self._distinct(h)
-        _, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block, certify=False)
+        _, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block, certify=False,
+                                        memory_budget=self.memory_budget)
         return SparseRows(rows.crow, rows.col, rows.val, rows.n_cols, row_of)
 
     def certify_and_rows(self, h: torch.Tensor, y: torch.Tensor) -> tuple[FeatureCertificate, SparseRows]:
@@ -295,7 +333,8 @@ class GaussianKernelFeatures(_Standardise):
                              "no function of this representation fits them (the framework uses the input too "
                              "when the representation merges points, so the INPUTS are duplicated)")
         zu, row_of = self._distinct(h)
-        bound, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block)
+        bound, rows = gaussian_kernel_bound(zu, float(self.sigma), self.threshold, self.max_block,
+                                            memory_budget=self.memory_budget)
         rows = SparseRows(rows.crow, rows.col, rows.val, rows.n_cols, row_of)
         dup = "" if n_distinct == n else f" ({n - n_distinct} duplicates with consistent labels share rows)"
         text = (f"thresholded gaussian kernel on all {n_distinct} distinct points of {n}{dup}: proven "

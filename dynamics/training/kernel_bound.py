@@ -34,6 +34,7 @@ bandwidth so wide that the blocks' coupling exceeds their smallest eigenvalue; i
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,9 +47,46 @@ import torch
 from dynamics.errors import InputError, MemoryBudgetError
 from dynamics.training.sparse_rows import SparseRows
 
-__all__ = ["KernelBound", "gaussian_kernel_bound", "rigorous_lambda_min", "partition", "entry_error"]
+__all__ = ["KernelBound", "gaussian_kernel_bound", "rigorous_lambda_min", "partition", "entry_error",
+           "max_nnz_for", "BYTES_PER_NNZ", "DEFAULT_MEMORY_BUDGET"]
 
 U32, U64 = 2.0 ** -24, 2.0 ** -53
+
+#: peak bytes per kept kernel entry over the whole computation: 12 while streaming (int32 row, int32 column,
+#: float32 value) + 6 for the certificate's off-diagonal triangle, 12 for their concatenation, and the CSR
+#: assembly (an int64 sort key, the int64 permutation and the sort's workspace: ≤ 32), rounded up
+#: (measured in tests/test_framework_memory.py)
+BYTES_PER_NNZ = 64
+#: bytes of float64 temporaries per entry of one block pair (distances, kernel, error factors, masks)
+BLOCK_PAIR_BYTES = 80
+#: default memory budget of the kernel pass (bytes)
+DEFAULT_MEMORY_BUDGET = 2 * 2**30
+
+
+#: glibc's malloc_trim (None elsewhere). glibc raises its mmap threshold to the size of a freed block (up to
+#: 32 MiB), after which each block pair's float64 temporaries come from the heap and are not returned: RSS grew by
+#: ~65 MB per block pair (2.6 GiB after 36 pairs at n = 16,000; 22.7 GiB and an out-of-memory kill at 60,000).
+#: Trimming after each pair returns the freed pages (measured: 0.6 GiB peak at 16,000).
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)
+
+
+def _release_freed_memory() -> None:
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def max_nnz_for(memory_budget: int, max_block: int) -> int:
+    """The number of kernel entries :func:`gaussian_kernel_bound` may keep within ``memory_budget`` bytes.
+
+    >>> max_nnz_for(2 * 2**30, 2048)
+    28311552
+    """
+    room = int(memory_budget) - BLOCK_PAIR_BYTES * int(max_block) ** 2
+    if room <= 0:
+        raise MemoryBudgetError(f"memory_budget={memory_budget} bytes is below one block pair's temporaries "
+                                f"({BLOCK_PAIR_BYTES * max_block ** 2} bytes at max_block={max_block}): lower "
+                                "max_block or raise memory_budget")
+    return room // BYTES_PER_NNZ
 
 
 def _gamma(m: int, u: float) -> float:
@@ -169,12 +207,16 @@ def _round_up32(v: torch.Tensor) -> torch.Tensor:
 
 def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_block: int = 2048,
                           labels: torch.Tensor | None = None, certify: bool = True, power_iterations: int = 30,
-                          max_nnz: int = 50_000_000) -> tuple[KernelBound | None, SparseRows]:
+                          max_nnz: int | None = None,
+                          memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[KernelBound | None, SparseRows]:
     """Stream over block pairs of the distinct rows ``z`` (n, d) float32: the rows of the thresholded kernel (for
     the training cache) and, with ``certify``, the proven bound (module docstring).
 
-    Raises :class:`MemoryBudgetError` when the kernel keeps more than ``max_nnz`` entries (about 44 bytes each
-    while streaming, 12 in the cache): a bandwidth that wide makes Φ dense, and the per-step cost grows with it.
+    Memory is bounded by construction: the kept entries may number at most ``max_nnz`` (default
+    ``memory_budget`` // :data:`BYTES_PER_NNZ`, 2 GiB → 33.5 million), checked BEFORE each block pair's entries
+    are stored, plus the per-pair temporaries (:data:`BLOCK_PAIR_BYTES` × ``max_block``²; 0.3 GiB at 2048).
+    A kernel with more entries raises :class:`MemoryBudgetError` (never an out-of-memory kill): a bandwidth that
+    wide makes Φ nearly dense, and the per-step cost grows with it.
 
     Returns (bound or None, rows) where rows is the float32 CSR of A over the n points (``row_of`` = identity).
     """
@@ -184,6 +226,7 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
     if not sigma > 0 or not 0 < threshold < 1:
         raise InputError(f"need sigma > 0 and 0 < threshold < 1, got sigma={sigma}, threshold={threshold}")
     n, d = z.shape
+    limit = max_nnz_for(memory_budget, max_block) if max_nnz is None else int(max_nnz)
     zd = z.double()
     blocks = partition(zd, max_block, labels)
     two_s2 = 2.0 * float(sigma) ** 2
@@ -196,7 +239,7 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
     pert = torch.zeros(n, dtype=torch.float64)  # row sums of the bound on |Φ̂ − A|
     band = torch.zeros(n, dtype=torch.float64)
     block_lower, block_est = math.inf, math.inf
-    nnz = 0
+    nnz, pairs = 0, 0
     for a, ia in enumerate(blocks):
         for ib in blocks[a:]:
             same = ib is ia
@@ -211,25 +254,36 @@ def gaussian_kernel_bound(z: torch.Tensor, sigma: float, threshold: float, max_b
             pert.index_add_(0, ia, err.sum(1))
             band.index_add_(0, ia, in_band.double().sum(1))
             li, lj = kept.nonzero(as_tuple=True)
-            gi, gj, gv = ia[li], ib[lj], kept[li, lj]
-            nnz += len(gv) * (1 if same else 2)
-            if nnz > max_nnz:
+            nnz, pairs = nnz + len(li) * (1 if same else 2), pairs + 1
+            if nnz > limit:  # checked before this pair's entries are stored
                 raise MemoryBudgetError(
-                    f"the thresholded kernel keeps more than max_nnz={max_nnz} entries ({nnz} after some blocks, "
-                    f"n={n}): Φ is nearly dense at this bandwidth; lower feature_options['bandwidth'] or raise 'threshold'")
+                    f"the thresholded kernel keeps more than max_nnz={limit} entries ({nnz} after "
+                    f"{pairs} block pairs, n={n}, at most {BYTES_PER_NNZ} bytes each, memory_budget="
+                    f"{memory_budget / 2**30:.2f} GiB): Φ is nearly dense at σ={sigma:.4g}; use a narrower kernel "
+                    "(feature_options 'max_row_nnz' or 'kernel_mass' lower, or 'bandwidth' smaller), a larger "
+                    "'threshold', or raise memory_budget if the machine has the memory")
+            gi, gj, gv = ia[li].int(), ib[lj].int(), kept[li, lj].float()  # 12 bytes per stored entry
+            del raw, grow
             rows_i.append(gi), rows_j.append(gj), rows_v.append(gv)
             if same:
                 if certify:
                     lo, est = rigorous_lambda_min(kept.numpy())
                     block_lower, block_est = min(block_lower, lo), min(block_est, est)
+                del kept, err, in_band
+                _release_freed_memory()
                 continue
             pert.index_add_(0, ib, err.sum(0))
             band.index_add_(0, ib, in_band.double().sum(0))
+            del err, in_band
             rows_i.append(gj), rows_j.append(gi), rows_v.append(gv)
             if certify:
-                off_i.append(gi), off_j.append(gj), off_v.append(_round_up32(gv))
+                off_i.append(gi), off_j.append(gj), off_v.append(_round_up32(kept[li, lj]))
+            del kept
+            _release_freed_memory()
     i, j, v = torch.cat(rows_i), torch.cat(rows_j), torch.cat(rows_v)
-    rows = SparseRows.from_coo(i, j, v.float(), n, n, torch.arange(n))
+    del rows_i, rows_j, rows_v
+    rows = SparseRows.from_coo(i, j, v, n, n, torch.arange(n))
+    del i, j, v
     if not certify:
         return None, rows
     coupling = _collatz_wielandt(off_i, off_j, off_v, n, power_iterations)
@@ -248,15 +302,19 @@ def _collatz_wielandt(i: list, j: list, v: list, n: int, iterations: int) -> flo
     """A proven upper bound on ρ(E) = ‖E‖₂ for the symmetric non-negative E given by its entries (both triangles)."""
     if not i:
         return 0.0
-    i2, j2 = torch.cat(i + j), torch.cat(j + i)
-    v2 = torch.cat(v + v).double()
-    e = torch.sparse_coo_tensor(torch.stack([i2, j2]), v2, (n, n), check_invariants=False).coalesce()
+    # one triangle only (E = U + Uᵀ): (Ev)_r = Σ_{(r,c)∈U} u v_c + Σ_{(c,r)∈U} u v_c, two index_adds in chunks
+    # (no coalesced n × n copy); every row sums at most max_row terms, in any order, plus one addition
+    ii, jj, vv = torch.cat(i).long(), torch.cat(j).long(), torch.cat(v)
+    max_row = int((torch.bincount(ii, minlength=n) + torch.bincount(jj, minlength=n)).max())
+    chunk = 1 << 22
     vec = torch.ones(n, dtype=torch.float64)
     best = math.inf
-    max_row = int(torch.bincount(i2, minlength=n).max())
     for _ in range(iterations + 1):
-        ev = torch.sparse.mm(e, vec[:, None]).flatten()
-        best = min(best, float((ev / vec).max()) * (1.0 + _gamma(max_row + 2, U64)) * (1 + 1e-12))
+        ev = torch.zeros(n, dtype=torch.float64)
+        for s in range(0, len(vv), chunk):
+            a, b, w = ii[s:s + chunk], jj[s:s + chunk], vv[s:s + chunk].double()
+            ev.index_add_(0, a, w * vec[b]).index_add_(0, b, w * vec[a])
+        best = min(best, float((ev / vec).max()) * (1.0 + _gamma(max_row + 3, U64)) * (1 + 1e-12))
         top = float(ev.max())
         if top <= 0:
             return 0.0

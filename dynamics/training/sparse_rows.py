@@ -41,10 +41,11 @@ class SparseRows:
     def from_coo(cls, i: torch.Tensor, j: torch.Tensor, v: torch.Tensor, n_rows: int, n_cols: int,
                  row_of: torch.Tensor) -> "SparseRows":
         """From coordinate lists (row i, column j, value v), in any order, without repeated (i, j)."""
-        order = torch.argsort(i * n_cols + j)
-        i, j, v = i[order], j[order], v[order]
+        order = torch.argsort(i.long() * n_cols + j.long())  # int64 key: i·n_cols overflows int32 at n ≈ 46,341
+        j, v = j[order], v[order]
         crow = torch.zeros(n_rows + 1, dtype=torch.long)
-        crow[1:] = torch.cumsum(torch.bincount(i, minlength=n_rows), 0)
+        crow[1:] = torch.cumsum(torch.bincount(i.long(), minlength=n_rows), 0)
+        del order
         return cls(crow, j, v, n_cols, row_of)
 
     @classmethod
