@@ -323,6 +323,9 @@ def switch(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, num_c
     Raises:
         InputError: identical training inputs with different labels (their indices; no function fits them), a
             representation with NaN/inf, an unknown construction, bad options (e.g. bandwidth ≤ 0).
+        MemoryBudgetError: the thresholded Gaussian kernel would keep more entries than
+            ``feature_options['memory_budget']`` (default 2 GiB) allows; raised before it is built (the message
+            says which option to change).
 
     The representation source is the frozen read-out input if it separates all training points, else that
     representation concatenated with the input. The certificate is recorded, never assumed.
