@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -141,3 +143,26 @@ def assert_unchanged(model: nn.Module, snap: dict) -> None:
         assert torch.equal(now[k], v), f"{k} changed"
     assert [m.training for m in model.modules()] == snap["modes"]
     assert [p.requires_grad for p in model.parameters()] == snap["requires_grad"]
+
+
+def svd_residual(J, Y) -> float:
+    """‖(I − P)Y‖/‖Y‖ with P from numpy's SVD and matrix_rank's default threshold: the slow obvious reference."""
+    J, Y = np.asarray(J, dtype=float), np.asarray(Y, dtype=float).reshape(-1)
+    U, s, _ = np.linalg.svd(J, full_matrices=False)
+    r = int((s > max(J.shape) * np.finfo(float).eps * s[0]).sum())
+    U = U[:, :r]
+    return float(np.linalg.norm(Y - U @ (U.T @ Y)) / np.linalg.norm(Y))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (per-sample drop of a residual branch), as model zoos write it."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), dtype=x.dtype) >= self.p).to(x.dtype)
+        return x * keep / (1 - self.p)

@@ -13,18 +13,11 @@ import dynamics
 from dynamics.conditions.alignment import alignment_residual, check_alignment, choose_method
 from dynamics.conditions.targets import TargetError
 from dynamics.errors import InputError, MethodError
-from reference import ResBlockBN, assert_unchanged, randomise_bn, reference_jacobian, snapshot, tiny_mlp
+from reference import (
+    ResBlockBN, assert_unchanged, randomise_bn, reference_jacobian, snapshot, svd_residual, tiny_mlp,
+)
 
 F64 = torch.float64
-
-
-def svd_residual(J, Y):
-    """‖(I − P)Y‖/‖Y‖ with P from numpy's SVD and matrix_rank's default threshold."""
-    J, Y = np.asarray(J, dtype=float), np.asarray(Y, dtype=float).reshape(-1)
-    U, s, _ = np.linalg.svd(J, full_matrices=False)
-    r = int((s > max(J.shape) * np.finfo(float).eps * s[0]).sum())
-    U = U[:, :r]
-    return np.linalg.norm(Y - U @ (U.T @ Y)) / np.linalg.norm(Y)
 
 
 def narrow_net(k=2):

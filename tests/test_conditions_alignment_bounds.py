@@ -12,18 +12,10 @@ from dynamics.conditions.column_space import ColumnSpace
 from dynamics.conditions.gram import column_gram, minimum_subset
 from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError, MemoryBudgetError, NonFiniteError
-from reference import reference_jacobian
+from reference import reference_jacobian, svd_residual
 from theory.network_size import positive_chain
 
 F64 = torch.float64
-
-
-def svd_residual(J, Y):
-    J, Y = np.asarray(J, dtype=float), np.asarray(Y, dtype=float).reshape(-1)
-    U, s, _ = np.linalg.svd(J, full_matrices=False)
-    r = int((s > max(J.shape) * np.finfo(float).eps * s[0]).sum())
-    U = U[:, :r]
-    return np.linalg.norm(Y - U @ (U.T @ Y)) / np.linalg.norm(Y)
 
 
 def net(k=2, width=3, seed=0):

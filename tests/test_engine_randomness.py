@@ -11,23 +11,9 @@ from torch import nn
 
 import dynamics
 from dynamics.errors import StochasticModelError
-from reference import reference_ntk
+from reference import DropPath, reference_ntk
 
 F64 = torch.float64
-
-
-class DropPath(nn.Module):
-    """Stochastic depth as model zoos write it: drop the residual branch per sample with probability p."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        keep = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), dtype=x.dtype) >= self.p).to(x.dtype)
-        return x * keep / (1 - self.p)
 
 
 class Residual(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 
 import dynamics
 from dynamics.errors import StochasticModelError
-from reference import assert_unchanged, randomise_bn, reference_jacobian, snapshot
+from reference import DropPath, assert_unchanged, randomise_bn, reference_jacobian, snapshot
 
 F64 = torch.float64
 METHODS = ["jacobian", "ntvp", "structured", "auto"]
@@ -109,20 +109,6 @@ class ConvNeXtBlock(nn.Module):
         h = self.pwconv2(F.gelu(self.pwconv1(h))) * self.gamma
         x = x + self.drop_path(h.permute(0, 3, 1, 2))
         return self.head(self.head_norm(x.mean((2, 3))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (per-sample drop of a residual branch), as model zoos write it."""
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        keep = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), dtype=x.dtype) >= self.p).to(x.dtype)
-        return x * keep / (1 - self.p)
 
 
 class SDPAttention(nn.Module):
