@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import dynamics
 from dynamics.conditions.alignment import check_alignment
 from dynamics.conditions.column_space import ColumnSpace
 from dynamics.conditions.gram import column_gram, minimum_subset
@@ -152,3 +153,16 @@ def test_subset_over_budget_gives_the_size_needed_and_the_alternative():
     with pytest.raises(MemoryBudgetError, match=r"at least \d+ bytes.*subset_size \(at least 11\)"):
         check_alignment(net(), torch.randn(30, 3), torch.randn(30, 2), method="subset", subset_size=20,
                         memory_budget=2000)
+
+
+def test_full_row_rank_but_ill_conditioned_J_holds_by_the_explicit_fit_not_only_r_plus_accuracy():
+    """The README's five-line example: resnet_small on 32 random images has rank J = n·k (trivially aligned), but
+    σ_max/σ_min is large enough that r + accuracy exceeds rtol; the explicit fit ‖Y − J z‖ (with its rounding
+    bound) settles it. Fails if the dense route reports only r ± accuracy (the verdict was 'FAILS (inconclusive)')."""
+    torch.manual_seed(0)
+    model = dynamics.models.create("resnet_small", in_channels=1, num_classes=10).eval()
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    rep = dynamics.check_alignment(model, x, y, method="dense", dtype=torch.float64, rtol=1e-7)
+    assert rep.trivial and rep.rank == 320
+    assert rep.residual + rep.accuracy > rep.rtol          # the old upper bound could not decide
+    assert rep.holds and rep.conclusive and rep.residual_upper <= rep.rtol

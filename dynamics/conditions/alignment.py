@@ -174,8 +174,18 @@ def check_alignment(model: nn.Module, x, y, params: ParamSpec = None, bn_mode: O
         fields = _exact_fields(0.0, 0.0, None, trivial=None, notes=["Y = 0 lies in every column space"])
     elif chosen == "dense":
         _fits(dense_bytes(m, p), budget, f"the dense J ({m} x {p}) and its Gram", "method='gram' or 'subset'")
-        cs = ColumnSpace.from_jacobian(op.dense(), rtol=rank_rtol)
+        J = op.dense().to(torch.float64)
+        cs = ColumnSpace.from_jacobian(J, rtol=rank_rtol)
         fields = _exact_fields(cs.relative_residual(Y), cs.accuracy, cs)
+        explicit = _dense_explicit_upper(cs, J, Y)
+        if explicit < fields["residual_lower"]:     # two computations of r disagree: never a verdict from that
+            fields.update(holds=False, conclusive=False)
+            fields["notes"].append(
+                f"inconsistent: an explicit fit gives r <= {explicit:.3g} but the projector gives r >= "
+                f"{fields['residual_lower']:.3g}; the rank decision is unreliable here: try rank_rtol= or "
+                f"method='gram'")
+        else:
+            fields["residual_upper"] = min(fields["residual_upper"], explicit)
     elif chosen == "gram":
         fields = _gram(model, op, Y, rank_rtol, budget, dtype)
     elif chosen == "subset":
@@ -272,6 +282,26 @@ def _readout_upper(model, op: JacobianOperator, Y: torch.Tensor, dtype) -> Optio
     J_r = jacobian(model, op.stacked.x, params=names, bn_mode=op.bn_mode, dtype=dtype).to(torch.float64)
     z = torch.linalg.lstsq(J_r, Y.to(J_r).unsqueeze(1), driver="gelsd").solution.squeeze(1)
     return float((Y.to(J_r) - J_r @ z).norm()) / float(Y.norm())
+
+
+def _dense_explicit_upper(cs: ColumnSpace, J: torch.Tensor, Y: torch.Tensor) -> float:
+    """A rigorous upper bound on r from an explicit fit: ‖Y − J z‖/‖Y‖ for the least-squares z within the kept
+    directions, plus the rounding bound of computing Y − J z in float64, p·eps·(‖J‖_F‖z‖ + ‖Y‖)/‖Y‖.
+
+    In exact arithmetic J z = P Y, so this equals r; unlike r ± accuracy it does not grow with (σ_max/σ_r)²,
+    which matters when J has full row rank but is ill-conditioned (r = 0, and the verdict must say so)."""
+    Y = Y.to(J)
+    if cs.rank == 0:
+        return 1.0
+    s2 = cs.singular_values[: cs.rank].to(J).pow(2)
+    if cs.right is not None:                       # JᵀJ route: z = V Σ⁻² Vᵀ JᵀY
+        V = cs.right[:, : cs.rank]
+        z = V @ ((V.T @ (J.T @ Y)) / s2)
+    else:                                          # JJᵀ route: z = Jᵀ U Σ⁻² Uᵀ Y, so J z = U Uᵀ Y
+        z = J.T @ (cs.basis @ ((cs.basis.T @ Y) / s2))
+    y_norm = float(Y.norm())
+    rounding = J.shape[1] * torch.finfo(torch.float64).eps * (float(J.norm()) * float(z.norm()) + y_norm)
+    return (float((Y - J @ z).norm()) + rounding) / y_norm
 
 
 def _explicit_residual(op: JacobianOperator, Y: torch.Tensor, z: torch.Tensor) -> float:
