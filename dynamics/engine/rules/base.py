@@ -18,6 +18,8 @@ order (weight first, then bias), each flattened row-major, as :func:`dynamics.ja
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -129,7 +131,7 @@ def pair(P1: torch.Tensor, P2: torch.Tensor) -> torch.Tensor:
     return gram(A, A if P2 is P1 else P2.reshape(B2 * k, m)).reshape(B1, k, B2, k)
 
 
-class LayerRule:
+class LayerRule(abc.ABC):
     """One layer type's structured kernel. Subclasses set ``name``, ``types`` and the methods below.
 
     ``variant`` names the algorithm for a problem (what :class:`~dynamics.engine.ntk.NTKInfo` reports);
@@ -153,23 +155,26 @@ class LayerRule:
         """Fill the layer's geometry (d_in, d_out, positions, conv) from the module and batched shapes."""
 
     # ---------------------------------------------------------------- estimates
+    @abc.abstractmethod
     def variant(self, layer: LayerInfo, d: Dims) -> str:
-        raise NotImplementedError
+        """Every rule defines it (abstract)."""
 
+    @abc.abstractmethod
     def cost(self, layer: LayerInfo, variant: str, d: Dims) -> float:
-        raise NotImplementedError
+        """Every rule defines it (abstract)."""
 
+    @abc.abstractmethod
     def memory(self, layer: LayerInfo, variant: str, B1: int, B2: int, d: Dims) -> float:
-        raise NotImplementedError
+        """Every rule defines it (abstract)."""
 
     # ---------------------------------------------------------------- computation
     def capture_input(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """What the rule keeps of the layer input (the input itself; normalised input for norm layers)."""
         return x
 
+    @abc.abstractmethod
     def per_sample_grads(self, layer: LayerInfo, X: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """(B, k, m) gradients of each sample's outputs with respect to the layer's selected parameters."""
-        raise NotImplementedError
 
     def pair_block(self, layer: LayerInfo, variant: str, X1, G1, X2, G2, cache: dict) -> torch.Tensor:
         """The layer's block (B1, k, B2, k); ``cache`` keeps tile 1's per-sample gradients between tiles 2."""
@@ -180,8 +185,9 @@ class LayerRule:
         return pair(P1, P2)
 
     def row_grads(self, layer: LayerInfo, X: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        """Batch mode: (r, m), each row's gradient summed over the samples of the batch."""
-        raise NotImplementedError
+        """Batch mode: (r, m), each row's gradient summed over the samples of the batch. Needed only by the default
+        :meth:`batch_block`; a rule that overrides ``batch_block`` (Linear: the kernel trick) does without it."""
+        raise NotImplementedError(f"rule {self.name!r} has no row_grads; it must override batch_block")
 
     def batch_block(self, layer: LayerInfo, variant: str, X1, G1, X2, G2) -> torch.Tensor:
         """Batch mode: the layer's (r1, r2) block of the row-major kernel."""
