@@ -19,8 +19,8 @@ from dynamics.engine.jacobian import jacobian
 from dynamics.errors import InputError
 from theory import verify
 from theory.practical import (
-    GRAD_TOL, RTOL, PracticalCNN, demo_reachable, demo_width_sweep_sgd, semeion_images, synthetic_images,
-    teacher_targets, train_sgd,
+    GRAD_TOL, RTOL, PracticalCNN, demo_reachable, demo_width_sweep_sgd, planted_teacher, semeion_images,
+    synthetic_images, teacher_targets, train_sgd,
 )
 
 
@@ -38,7 +38,7 @@ def _reference(model, x, y) -> tuple[float, float]:
 def reduced():
     torch.set_num_threads(1)
     x = synthetic_images(40, seed=0)
-    rows, runs = demo_reachable(x, "synthetic", k=2, width=2, control_width=8, steps=300, lr=0.3)
+    rows, runs = demo_reachable(x, "synthetic", k=2, width=2, control_width=8, steps=300)
     return x, rows, runs
 
 
@@ -51,12 +51,37 @@ def test_parameter_count_and_practical_regime():
         demo_reachable(x, "synthetic", width=2, steps=1)
 
 
-def test_teacher_targets_are_reachable_and_standardised():
+def test_teacher_targets_depend_on_the_seed_only():
     x = synthetic_images(50, seed=2)
     y = teacher_targets(x, 2, 3, seed=4)
-    assert torch.allclose(y.mean(0), torch.zeros(3, dtype=y.dtype), atol=1e-12)
-    assert torch.allclose(y.std(0), torch.ones(3, dtype=y.dtype), atol=1e-12)
+    assert y.shape == (50, 3) and torch.equal(y, teacher_targets(x, 2, 3, seed=4))
     assert not torch.equal(y, teacher_targets(x, 2, 3, seed=5))
+
+
+def test_planted_teacher_is_reachable_and_moved():
+    """The planted targets are outputs of a network of the student's architecture, so L = 0 is attained
+    (load the teacher's parameters into the student); the teacher is not the student (r(θ₀) > 0 control)."""
+    x = synthetic_images(40, seed=3)
+    student = PracticalCNN(2, 2, seed=1, gain=2.0)
+    teacher = planted_teacher(student, 0.5, seed=0)
+    with torch.no_grad():
+        y = teacher(x)
+        for a, b in zip(student.parameters(), teacher.parameters()):
+            assert float((b - a).norm() / a.norm()) == pytest.approx(0.5, rel=1e-12)
+        assert float(((student(x) - y) ** 2).sum()) > 1e-3
+        clone = PracticalCNN(2, 2, seed=7, gain=2.0)
+        clone.load_state_dict(teacher.state_dict())
+        assert float(((clone(x) - y) ** 2).sum()) == 0.0   # same arithmetic: exactly reachable
+    with pytest.raises(InputError):
+        planted_teacher(student, 0.0)
+
+
+def test_gain_scales_the_weights_only():
+    a, b = PracticalCNN(2, 2, seed=3), PracticalCNN(2, 2, seed=3, gain=2.0)
+    assert torch.equal(b.conv1.weight, 2 * a.conv1.weight) and torch.equal(b.readout.weight, 2 * a.readout.weight)
+    assert torch.equal(b.conv2.bias, a.conv2.bias)
+    with pytest.raises(InputError):
+        PracticalCNN(2, 2, gain=0.0)
 
 
 def test_training_records_match_the_reference(reduced):

@@ -4,32 +4,34 @@ full-batch SGD with momentum and a cosine learning-rate decay (no L-BFGS), float
 Derived from the definitions in Kawaguchi et al. (2022). Two demonstrations, each a row of
 :class:`~theory.report.StatementReport`:
 
-* :func:`demo_reachable`: (a) a student :class:`PracticalCNN` on targets produced by a teacher of the same
-  architecture from the real images (reachable): at the end of training, statement 3's global-minimum claim
-  (critical ⇒ L = 0) holds only if the run reached a limit (‖∇L‖/(σ_max‖Y‖) ≤ ``grad_tol``) with
-  L/(½‖Y‖²) ≤ ``rtol``; r is measured by ``dynamics.check_alignment(method="dense")``. p < n·k, so J cannot
-  have full row rank and the row is not trivial. (b) The control: the same student on targets of a wider
-  teacher (not reachable): its limit has r > 0, so the global-minimum claim must fail, and statement 3's
-  identity L = ½dist(Y, Col J)² is checked there (holds only at a limit).
-* :func:`demo_width_sweep_sgd`: students of widths ``widths`` trained by the same SGD on one teacher; per width
-  L_T against ½dist(Y, Col J(θ_T))². The row holds only when every run reached a limit and the gap is within
-  ``rtol``·½‖Y‖².
+* :func:`demo_reachable`: (a) a student :class:`PracticalCNN` on targets produced from the real images by a
+  *planted* teacher of the same architecture (the student's own initialisation, every tensor moved by a
+  Gaussian of relative norm ``planted_rel``): reachable, and far enough that r(θ₀) is clearly positive.
+  Statement 3's global-minimum claim (critical ⇒ L = 0) holds only if the run reached a limit
+  (‖∇L‖/(σ_max‖Y‖) ≤ ``grad_tol``) with L/(½‖Y‖²) ≤ ``rtol``; r is measured by
+  ``dynamics.check_alignment(method="dense")`` at θ₀ and at the end. p < n·k, so J cannot have full row rank
+  and the row is not trivial. (b) The control: the same student on targets of a wider, independent teacher
+  (not reachable): its limit has r > 0, so the global-minimum claim must fail, and statement 3's identity
+  L = ½dist(Y, Col J)² is checked there (holds only at a limit).
+* :func:`demo_width_sweep_sgd`: students of widths ``widths`` trained by the same SGD on one wide teacher; per
+  width L_T against ½dist(Y, Col J(θ_T))². The row holds only when every run reached a limit and the gap is
+  within ``rtol``·½‖Y‖².
 
 A row says "limit" only when the relative gradient is below ``grad_tol``; a run that did not converge fails
 visibly (the note says by how much), never passes.
 
-Measured (``demo_practical``, Semeion n = 100, p = 140 < n·k = 200, 8,000 steps, ~14 s CPU per run on one
-loaded core, 59 s in all): the control reaches a limit (‖∇L‖/(σ_max‖Y‖) = 6.8e-5) with r = 0.035 and
-L = ½dist² within 2.9e-4·½‖Y‖², and L = 0 fails as it must. The reachable run does NOT reach L ≈ 0: SGD slows
-down near a point with r = 0.045, L/(½‖Y‖²) = 2.9e-3, relative gradient 1.5e-4 (> 1e-4), so its row fails. The
-width sweep (widths 1, 2, 3 on the width-8 teacher) has L_T/(½‖Y‖²) = 0.100, 0.0162, 0.00155 against
-½dist²/(½‖Y‖²) = 0.0995, 0.0148, 0.00126, but widths 1-2 are not limits (relative gradient up to 2.0e-4), so it
-fails too. Longer runs (30,000 steps, constant lr) did not help width 1 (gap 5.4e-3, gradient 1.5e-4): near
-these points σ₊(J) is small, and statement 2's slack ‖∇L‖²/(2σ₊²) stays large although ‖∇L‖ is small.
-Other student initialisations of the reachable run (seeds 2-5, 8,000 steps): seeds 2, 3, 5 reach a limit
-(relative gradient 7.3e-5, 9.6e-5, 4.6e-5) that is NOT a global minimum: r = 0.031, 0.038, 0.036,
-L/(½‖Y‖²) = 1.1e-3, 1.9e-3, 1.4e-3, L = ½dist² within 1.2e-4, 4.4e-4, 9.5e-5; seed 4 is not a limit (1.4e-4).
-Under this SGD the same-architecture targets end at misaligned critical points, as statement 3 allows.
+Setup: weights at ``GAIN`` = 2 times PyTorch's default initialisation (so the tanh units work in their
+nonlinear range and the targets are O(0.1–1)), full-batch SGD with momentum 0.9, lr 0.2 with a cosine decay to
+0.04, 12,000 steps. Measured (``dynamics verify --full``, Semeion n = 100, p = 140 < n·k = 200, one core):
+the planted run goes from r(θ₀) = 0.11 to a limit (relative gradient 4.6e-5) with L/(½‖Y‖²) = 1.8e-4 and
+r = 0.0041; the control (width-8 teacher) ends at a limit with r = 0.049 > 0, L = ½dist² within 5.5e-4·½‖Y‖²,
+and "L = 0" fails as it must; the width sweep (widths 1, 2, 3 on the width-8 teacher) reaches limits with
+L_T/(½‖Y‖²) = 0.0624, 0.0158, 0.00293 against ½dist²/(½‖Y‖²) = 0.0620, 0.0154, 0.00238.
+What did not work, measured with the first settings (default initialisation, targets of an *independent*
+same-width teacher standardised per output, lr 0.3 decayed to 0.003, 8,000 steps): from four of five student
+initialisations SGD ended at misaligned critical points (r = 0.031–0.045, L/(½‖Y‖²) = 1.1e-3–2.9e-3), as
+statement 3 allows; a student of width 4 on a width-2 teacher did the same (r = 0.053). Reaching the global
+minimum needed a start in its basin, which the planted teacher provides.
 
 >>> x = synthetic_images(24, seed=0)
 >>> run = train_sgd(PracticalCNN(2, 2, seed=1), x, teacher_targets(x, 2, 2, seed=0), steps=20, lr=0.1, records=2)
@@ -39,6 +41,7 @@ Under this SGD the same-architecture targets end at misaligned critical points, 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -53,32 +56,42 @@ from dynamics.errors import InputError
 from theory.critical_points import check_sufficiency
 from theory.report import StatementReport
 
-__all__ = ["PracticalCNN", "semeion_images", "synthetic_images", "teacher_targets", "train_sgd", "SGDRun",
+__all__ = ["PracticalCNN", "semeion_images", "synthetic_images", "teacher_targets", "planted_teacher",
+           "train_sgd", "SGDRun",
            "demo_reachable", "demo_width_sweep_sgd", "demo_practical"]
 
 GRAD_TOL = 1e-4   # a limit: ‖∇L‖/(σ_max‖Y‖) ≤ 1e-4 (SGD in a few thousand steps; L-BFGS rows use 1e-6)
 RTOL = 1e-3       # L/(½‖Y‖²) ≤ 1e-3 counts as zero loss; |L − ½dist²|/(½‖Y‖²) ≤ 1e-3 for the identity
+GAIN = 2.0        # weights at twice PyTorch's default scale: the tanh units are used in their nonlinear range
+STEPS, LR, FINAL_LR = 12000, 0.2, 0.2   # full-batch momentum SGD, cosine decay from LR to FINAL_LR·LR
+PLANTED_REL = 0.5  # the planted teacher: every tensor of the student's initialisation moved by 50 % of its norm
 
 
 class PracticalCNN(nn.Module):
     """conv3x3(1→c) → tanh → conv3x3(c→c) → tanh → average pool to 2×2 → flatten → Linear(4c → k).
 
     p = 10c + 9c² + c + 4ck + k (c = 3, k = 2: 140). The read-out is ``self.readout`` (the on-model subset).
+    ``gain`` multiplies the three weight tensors of PyTorch's default initialisation (biases unchanged).
 
     >>> m = PracticalCNN(3, 2)
     >>> sum(q.numel() for q in m.parameters()), m(torch.zeros(5, 1, 8, 8, dtype=torch.float64)).shape
     (140, torch.Size([5, 2]))
     """
 
-    def __init__(self, width: int, k: int, seed: int = 0) -> None:
+    def __init__(self, width: int, k: int, seed: int = 0, gain: float = 1.0) -> None:
         super().__init__()
         if not isinstance(width, int) or width < 1 or not isinstance(k, int) or k < 1:
             raise InputError(f"width and k must be positive integers, got width={width!r}, k={k!r}")
+        if not gain > 0:
+            raise InputError(f"gain must be positive, got {gain!r}")
         with torch.random.fork_rng():  # the initialisation depends on seed only; the caller's RNG is untouched
             torch.manual_seed(seed)
             self.conv1 = nn.Conv2d(1, width, 3, padding=1)
             self.conv2 = nn.Conv2d(width, width, 3, padding=1)
             self.readout = nn.Linear(4 * width, k)
+        with torch.no_grad():
+            for layer in (self.conv1, self.conv2, self.readout):
+                layer.weight.mul_(gain)
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,16 +127,35 @@ def synthetic_images(n: int, seed: int = 0) -> torch.Tensor:
     return _standardise(F.avg_pool2d(noise, 3, stride=1))
 
 
-def teacher_targets(x: torch.Tensor, width: int, k: int, seed: int = 0) -> torch.Tensor:
-    """Targets Y = T(x) of a teacher :class:`PracticalCNN` (``width``, ``k``), its read-out rescaled so that each
-    output column has mean 0 and standard deviation 1 on ``x`` (still a network of the same architecture)."""
-    teacher = PracticalCNN(width, k, seed=1000 + seed)
+def teacher_targets(x: torch.Tensor, width: int, k: int, seed: int = 0, gain: float = GAIN) -> torch.Tensor:
+    """Targets Y = T(x) of an independent teacher :class:`PracticalCNN` (``width``, ``k``, ``gain``; seed
+    1000 + ``seed``). For a student narrower than ``width`` they are not reachable in general.
+
+    >>> teacher_targets(synthetic_images(4), 8, 2).shape
+    torch.Size([4, 2])
+    """
     with torch.no_grad():
-        out = teacher(x)
-        mean, std = out.mean(0), out.std(0)
-        teacher.readout.weight.div_(std.unsqueeze(1))
-        teacher.readout.bias.sub_(mean).div_(std)
-        return teacher(x)
+        return PracticalCNN(width, k, seed=1000 + seed, gain=gain)(x)
+
+
+def planted_teacher(student: nn.Module, rel: float = PLANTED_REL, seed: int = 0) -> nn.Module:
+    """A copy of ``student`` with every parameter tensor q moved by ``rel``·‖q‖ in a Gaussian direction
+    (generator seed 99 + ``seed``): a teacher of the same architecture, so its outputs are reachable targets.
+
+    >>> s = PracticalCNN(2, 2, seed=1)
+    >>> t = planted_teacher(s, 0.5)
+    >>> round(float((t.conv1.weight - s.conv1.weight).detach().norm() / s.conv1.weight.detach().norm()), 6)
+    0.5
+    """
+    if not rel > 0:
+        raise InputError(f"rel must be positive, got {rel!r}")
+    teacher = copy.deepcopy(student)
+    gen = torch.Generator().manual_seed(99 + seed)
+    with torch.no_grad():
+        for q in teacher.parameters():
+            d = torch.randn(q.shape, generator=gen, dtype=q.dtype)
+            q.add_(rel * float(q.norm()) / float(d.norm()) * d)
+    return teacher
 
 
 @dataclass
@@ -149,8 +181,8 @@ def _loss_and_grad_norm(model: nn.Module, x, y) -> tuple[float, float]:
     return float(loss.detach()), float(g)
 
 
-def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 4000, lr: float = 0.3,
-              momentum: float = 0.9, records: int = 10, final_lr: float = 0.01) -> SGDRun:
+def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = STEPS, lr: float = LR,
+              momentum: float = 0.9, records: int = 10, final_lr: float = FINAL_LR) -> SGDRun:
     """Full-batch SGD with (heavy-ball) momentum on the mean loss ½‖f − Y‖²/n, cosine decay to ``final_lr``·lr
     (1.0: constant).
 
@@ -190,10 +222,12 @@ def train_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 4
     return run
 
 
-def _quantities(rep: StatementReport, run: SGDRun, alignment) -> dict:
+def _quantities(rep: StatementReport, run: SGDRun, alignment, y: torch.Tensor) -> dict:
     q = dict(rep.quantities)
-    q.update(r_dense=alignment.residual, r_upper=alignment.residual_upper, cpu_s=round(run.cpu_seconds, 1),
-             steps=run.settings["steps"])
+    half_y2 = 0.5 * float((y ** 2).sum())
+    q.update(r_dense=alignment.residual, r_upper=alignment.residual_upper,
+             r_init=(run.half_dist2[0] / half_y2) ** 0.5, L_init_rel=run.losses[0] / half_y2,
+             cpu_s=round(run.cpu_seconds, 1), steps=run.settings["steps"])
     return q
 
 
@@ -203,32 +237,45 @@ def _limit_note(rep: StatementReport, grad_tol: float) -> str:
             f"NOT CONVERGED: ‖∇L‖/(σ_max‖Y‖) = {rel:.3g} > grad_tol {grad_tol:g}, so this is not a limit")
 
 
+def _sgd_setting(steps: int, lr: float, final_lr: float) -> str:
+    return f"full-batch SGD momentum 0.9 lr {lr:g} cosine to {final_lr * lr:g}, {steps} steps, gain {GAIN:g}"
+
+
 def demo_reachable(x: torch.Tensor, data: str, k: int = 2, width: int = 3, control_width: int = 8,
-                   steps: int = 8000, lr: float = 0.3, seed: int = 0, grad_tol: float = GRAD_TOL,
-                   rtol: float = RTOL) -> tuple[list[StatementReport], dict[str, SGDRun]]:
-    """(a) The reachable run and the control (module docstring). Returns the rows (global minimum on reachable
-    targets, identity at the control's limit, global-minimum control) and the runs by name."""
+                   steps: int = STEPS, lr: float = LR, final_lr: float = FINAL_LR, planted_rel: float = PLANTED_REL,
+                   seed: int = 0, grad_tol: float = GRAD_TOL, rtol: float = RTOL
+                   ) -> tuple[list[StatementReport], dict[str, SGDRun]]:
+    """(a) The planted (reachable) run and the control (module docstring). Returns the rows (global minimum on
+    reachable targets, identity at the control's limit, global-minimum control) and the runs by name."""
     n = x.shape[0]
     if width * (10 + 9 * width + 1 + 4 * k) + k >= n * k:
         raise InputError(f"width {width} has p ≥ n·k = {n * k}: not the practical regime; use more images")
     rows, runs = [], {}
-    for kind, t_width in (("reachable", width), ("control", control_width)):
-        y = teacher_targets(x, t_width, k, seed=seed)
-        run = train_sgd(PracticalCNN(width, k, seed=seed + 1), x, y, steps=steps, lr=lr)
+    for kind in ("reachable", "control"):
+        student = PracticalCNN(width, k, seed=seed + 1, gain=GAIN)
+        if kind == "reachable":
+            with torch.no_grad():
+                y = planted_teacher(student, planted_rel, seed)(x)
+            teacher = (f"planted teacher: the student's initialisation moved by {planted_rel:g} of each tensor's "
+                       f"norm (same architecture: reachable)")
+        else:
+            y = teacher_targets(x, control_width, k, seed=seed)
+            teacher = f"independent teacher of width {control_width} (wider: not reachable)"
+        run = train_sgd(student, x, y, steps=steps, lr=lr, final_lr=final_lr)
         runs[kind] = run
         align = check_alignment(run.model, x, y, method="dense", dtype=torch.float64, rtol=rtol,
                                 expected=kind == "reachable", control=kind == "control")
-        setting = (f"{data} n={n}, CNN 1-{width}-{width} tanh + pool + linear k={k}, teacher width {t_width} "
-                   f"({'same architecture' if kind == 'reachable' else 'wider: not reachable'}), full-batch SGD "
-                   f"momentum 0.9 lr {lr} cosine, {steps} steps")
+        setting = (f"{data} n={n}, CNN 1-{width}-{width} tanh + pool + linear k={k}, {teacher}, "
+                   f"{_sgd_setting(steps, lr, final_lr)}")
         claims = ("global_minimum",) if kind == "reachable" else ("identity", "global_minimum")
         for claim in claims:
             expected = not (kind == "control" and claim == "global_minimum")
             rep = check_sufficiency(run.model, x, y, grad_tol=grad_tol, rtol=rtol, claim=claim, setting=setting,
                                     expected=expected)
             rep.name += " (SGD, practical)"
-            rep.quantities = _quantities(rep, run, align)
-            rep.notes = f"{_limit_note(rep, grad_tol)}; {rep.notes}"
+            rep.quantities = _quantities(rep, run, align, y)
+            rep.notes = (f"{_limit_note(rep, grad_tol)}; r at θ₀ {rep.quantities['r_init']:.3g} → "
+                         f"{rep.quantities['r']:.3g} at the end; {rep.notes}")
             if not expected:
                 rep.notes = "control: targets not reachable, r > 0 at the limit, so L = 0 must fail; " + rep.notes
             rep.series = {"steps": run.steps, "losses": run.losses, "half_dist2": run.half_dist2,
@@ -238,8 +285,9 @@ def demo_reachable(x: torch.Tensor, data: str, k: int = 2, width: int = 3, contr
 
 
 def demo_width_sweep_sgd(x: torch.Tensor, data: str, k: int = 2, teacher_width: int = 8,
-                         widths: Sequence[int] = (1, 2, 3), steps: int = 6000, lr: float = 0.3, seed: int = 0,
-                         grad_tol: float = GRAD_TOL, rtol: float = RTOL) -> StatementReport:
+                         widths: Sequence[int] = (1, 2, 3), steps: int = STEPS, lr: float = LR,
+                         final_lr: float = FINAL_LR, seed: int = 0, grad_tol: float = GRAD_TOL,
+                         rtol: float = RTOL) -> StatementReport:
     """(b) Per width: L_T vs ½dist(Y, Col J(θ_T))² after the same SGD; holds when every run is a limit and
     every gap is within ``rtol``·½‖Y‖² (the residual at convergence predicts the final loss)."""
     y = teacher_targets(x, teacher_width, k, seed=seed)
@@ -248,7 +296,8 @@ def demo_width_sweep_sgd(x: torch.Tensor, data: str, k: int = 2, teacher_width: 
                                "cpu_s": [], "losses": [], "half_dist2_steps": [], "steps": []}
     ok, trivial = True, False
     for w in widths:
-        run = train_sgd(PracticalCNN(w, k, seed=seed + 1), x, y, steps=steps, lr=lr)
+        run = train_sgd(PracticalCNN(w, k, seed=seed + 1, gain=GAIN), x, y, steps=steps, lr=lr,
+                        final_lr=final_lr)
         rep = check_sufficiency(run.model, x, y, grad_tol=grad_tol, rtol=rtol, claim="identity")
         q = rep.quantities
         ok = ok and rep.holds
@@ -265,8 +314,8 @@ def demo_width_sweep_sgd(x: torch.Tensor, data: str, k: int = 2, teacher_width: 
     note = ("every width at a limit" if worst <= grad_tol else
             f"NOT CONVERGED: largest ‖∇L‖/(σ_max‖Y‖) = {worst:.3g} > grad_tol {grad_tol:g}")
     return StatementReport("5", "width sweep (SGD, practical)",
-                           f"{data} n={x.shape[0]}, CNN widths {list(widths)} on a width-{teacher_width} teacher, "
-                           f"k={k}, full-batch SGD momentum 0.9 lr {lr} cosine, {steps} steps", q,
+                           f"{data} n={x.shape[0]}, CNN widths {list(widths)} on an independent width-{teacher_width} "
+                           f"teacher, k={k}, {_sgd_setting(steps, lr, final_lr)}", q,
                            {"grad_tol": grad_tol, "rtol": rtol}, ok,
                            notes=note + "; L_T vs ½dist(Y, Col J(θ_T))² per width, relative to ½‖Y‖²",
                            series=series, trivial=trivial)
@@ -277,7 +326,7 @@ def demo_practical(root: Optional[str] = None, n: int = 100, seed: int = 0, quic
     """All practical rows on ``n`` Semeion images (raises DataMissingError when absent); ``quick``: fewer
     steps (same checks, same tolerances)."""
     x = semeion_images(n, root, seed)
-    steps = 1500 if quick else 8000
+    steps = 1500 if quick else STEPS
     rows, _ = demo_reachable(x, "Semeion", steps=steps, seed=seed)
     rows.append(demo_width_sweep_sgd(x, "Semeion", teacher_width=8, steps=steps, seed=seed))
     return rows
