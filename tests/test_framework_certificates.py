@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dynamics.errors import MemoryBudgetError
 from dynamics.training.features import GaussianKernelFeatures
@@ -122,3 +123,29 @@ def test_default_bandwidth_caps_the_largest_kernel_mass():
     phi = fm.raw(h).double()
     off = phi.sum(1) - phi.max(1).values
     assert float(off.max()) <= 0.5 * (1 + 1e-3) and float(off.mean()) < 0.3
+
+
+def test_condition_check_takes_the_ntk_route_when_the_dense_jacobian_does_not_fit():
+    """A modified model has p = p_f + n·k parameters (680,000 at MNIST scale), so the dense J on the checked
+    subset can exceed the budget: check_conditions must then take the exact NTK route (same residual, same rank),
+    not fail. Control: on a base network with |S|·k > p both routes must give a residual clearly above 0."""
+    from dynamics.conditions.gram import gram_bytes
+    from dynamics.training.certification import check_conditions
+    from dynamics.training.framework import switch
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    aug, _ = switch(net, x, y, num_classes=3, features="gaussian", lr=0.1, batch_size=8)
+    dense = check_conditions(aug, x, y, 3, n_checked=20, seed=0)
+    ntk = check_conditions(aug, x, y, 3, n_checked=20, seed=0, memory_budget=gram_bytes(60))
+    assert (dense["alignment_method"], ntk["alignment_method"]) == ("dense", "gram")
+    assert ntk["rank"] == dense["rank"] and ntk["alignment_trivial"] == dense["alignment_trivial"]
+    assert abs(ntk["alignment_residual"] - dense["alignment_residual"]) < 1e-10
+    # control: the base network (p = 67 < |S|·k = 120) is not aligned on random labels
+    base_dense = check_conditions(net, x, y, 3, n_checked=40, seed=0)
+    base_gram = check_conditions(net, x, y, 3, n_checked=40, seed=0, memory_budget=gram_bytes(67))
+    assert base_dense["alignment_method"] == "dense" and base_gram["alignment_method"] == "gram"
+    assert base_dense["alignment_residual"] > 0.1 and not base_dense["alignment_holds"]
+    assert abs(base_gram["alignment_residual"] - base_dense["alignment_residual"]) < 1e-8

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dynamics.conditions.alignment import check_alignment
+from dynamics.conditions.alignment import DEFAULT_ALIGNMENT_MEMORY_BUDGET, check_alignment
 from dynamics.conditions.on_model import check_on_model_structure
 from dynamics.training.framework import GOnTrainingSet, is_augmented, on_model_subset
 from dynamics.training.probes import bn_mode_for
@@ -52,8 +52,13 @@ def full_set_lsqr(model: nn.Module, y_train: torch.Tensor) -> dict[str, Any]:
 
 def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int,
                      n_checked: int = 128, seed: int = 0, feature_certificate: dict[str, Any] | None = None,
-                     full_check: bool = False) -> dict[str, Any]:
+                     full_check: bool = False, memory_budget: int = DEFAULT_ALIGNMENT_MEMORY_BUDGET
+                     ) -> dict[str, Any]:
     """Check the on-model structure and alignment on a subset; attach the full-set certificate if given.
+
+    The alignment check is exact on the subset: the dense J when it and its Gram fit ``memory_budget``, else the
+    NTK route (``check_alignment(method="auto")``; a modified model at n = 60,000 has p ≈ 680,000 parameters,
+    and a dense J on 128 points would need 6.5 GiB).
 
     Returns a JSON-ready dict with ``on_model_residual``, ``on_model_holds``, ``alignment_residual``,
     ``alignment_holds``, ``alignment_residual_full_lower`` (proven lower bound on the full set's residual),
@@ -74,7 +79,7 @@ def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
         m = copy.deepcopy(model).eval()
     bn_mode = bn_mode_for(m)
     yk = nn.functional.one_hot(y.long(), num_classes).double()
-    a = check_alignment(m, x, yk, bn_mode=bn_mode, method="dense")
+    a = check_alignment(m, x, yk, bn_mode=bn_mode, method="auto", memory_budget=memory_budget)
     o = check_on_model_structure(m, x, subset=on_model_subset(m), bn_mode=bn_mode)
     lower = float(a.residual_lower) if a.residual_lower is not None else 0.0
     rec: dict[str, Any] = {
@@ -86,7 +91,8 @@ def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
         "alignment_trivial": None if a.trivial is None else bool(a.trivial), "p": a.p, "nk": a.n * a.k,
         "on_model_residual": float(o.euler_residual), "on_model_holds": bool(o.holds),
         "on_model_subset": list(o.subset),
-        "checker": "dynamics.check_alignment(method='dense') and dynamics.check_on_model_structure"}
+        "alignment_method": a.method,
+        "checker": f"dynamics.check_alignment(method='{a.method}') and dynamics.check_on_model_structure"}
     if feature_certificate is not None:
         rec["certificate"] = feature_certificate["text"]
         rec["certificate_method"] = feature_certificate["method"]
