@@ -155,14 +155,17 @@ def test_subset_over_budget_gives_the_size_needed_and_the_alternative():
                         memory_budget=2000)
 
 
-def test_full_row_rank_but_ill_conditioned_J_holds_by_the_explicit_fit_not_only_r_plus_accuracy():
+def test_full_row_rank_but_ill_conditioned_J_holds_conclusively():
     """The README's five-line example: resnet_small on 32 random images has rank J = n·k (trivially aligned), but
-    σ_max/σ_min is large enough that r + accuracy exceeds rtol; the explicit fit ‖Y − J z‖ (with its rounding
-    bound) settles it. Fails if the dense route reports only r ± accuracy (the verdict was 'FAILS (inconclusive)')."""
+    σ_max/σ_min is large (the generic Gram accuracy max(m, p)·eps·(σ_max/σ_r)² exceeds rtol). At full row rank
+    every direction is kept, so P = I to rounding and the stated accuracy is max(m, p)·eps; the explicit fit
+    agrees. Fails if the verdict is 'FAILS (inconclusive)' as it once was (in training logs too)."""
     torch.manual_seed(0)
     model = dynamics.models.create("resnet_small", in_channels=1, num_classes=10).eval()
     x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
     rep = dynamics.check_alignment(model, x, y, method="dense", dtype=torch.float64, rtol=1e-7)
     assert rep.trivial and rep.rank == 320
-    assert rep.residual + rep.accuracy > rep.rtol          # the old upper bound could not decide
+    p = sum(q.numel() for q in model.parameters())
+    assert rep.accuracy == pytest.approx(p * torch.finfo(torch.float64).eps)
+    assert (rep.sigma_max / rep.sigma_min) ** 2 * p * torch.finfo(torch.float64).eps > rep.rtol  # generic: undecided
     assert rep.holds and rep.conclusive and rep.residual_upper <= rep.rtol

@@ -198,3 +198,16 @@ def test_svd_and_gram_routes_agree_on_well_separated_low_rank(m, p, r):
 def test_unknown_route_raises_method_error():
     with pytest.raises(MethodError, match="'gram' or 'svd'"):
         ColumnSpace.from_jacobian(np.eye(2), method="qr")
+
+
+def test_accuracy_at_full_row_rank_is_rounding_and_otherwise_scales_with_the_condition_number():
+    """At rank = m every direction is kept (P = I to rounding), so the stated accuracy is max(m, p)·eps even for
+    an ill-conditioned J; one rank short (control), the kept eigenvectors' error eps·(σ_max/σ_r)² counts."""
+    eps = torch.finfo(torch.float64).eps
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(9, 4, generator=g, dtype=torch.float64))
+    full = ColumnSpace.from_jacobian(U @ torch.diag(torch.tensor([1.0, 1e-2, 1e-3, 1e-4], dtype=torch.float64)) @ V.T)
+    assert full.rank == 4 and full.accuracy == pytest.approx(9 * eps)
+    short = ColumnSpace.from_jacobian(U @ torch.diag(torch.tensor([1.0, 1e-2, 1e-3, 0.0], dtype=torch.float64)) @ V.T)
+    assert short.rank == 3 and short.accuracy == pytest.approx(9 * eps * 1e6, rel=1e-6)

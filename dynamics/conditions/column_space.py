@@ -186,12 +186,17 @@ class ColumnSpace:
         """The stated floating-point accuracy of a relative residual computed from this column space.
 
         Gram routes: ``max(m, p)·eps·(σ_max/σ_r)²`` (eigenvectors of kept directions are accurate to
-        eps·σ_max²/σ_i², module docstring); SVD: ``max(m, p)·eps·σ_max/σ_r``; 0 when r = 0 (P = 0 exactly).
+        eps·σ_max²/σ_i², module docstring); SVD: ``max(m, p)·eps·σ_max/σ_r``; 0 when the rank is 0 (P = 0
+        exactly); ``max(m, p)·eps`` at full row rank (all m directions kept: P = I to rounding, whatever σ_r).
         """
         if not self.rank or not self.sigma_min:
             return 0.0
-        ratio = self.sigma_max / self.sigma_min
         eps = max(self.shape) * torch.finfo(F64).eps
+        if self.rank == self.shape[0]:
+            # full row rank: every left singular vector is kept, so P = U Uᵀ with U square and orthonormal to
+            # rounding, i.e. P = I up to ~max(m, p)·eps whatever the conditioning
+            return eps
+        ratio = self.sigma_max / self.sigma_min
         return eps * ratio if self.route == "svd" else eps * ratio * ratio
 
     @classmethod

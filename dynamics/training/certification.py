@@ -91,7 +91,7 @@ def check_conditions(model: nn.Module, x_train: torch.Tensor, y_train: torch.Ten
         "alignment_trivial": None if a.trivial is None else bool(a.trivial), "p": a.p, "nk": a.n * a.k,
         "on_model_residual": float(o.euler_residual), "on_model_holds": bool(o.holds),
         "on_model_subset": list(o.subset),
-        "alignment_method": a.method,
+        "alignment_method": a.method, "alignment_conclusive": bool(a.conclusive),
         "checker": f"dynamics.check_alignment(method='{a.method}') and dynamics.check_on_model_structure"}
     if feature_certificate is not None:
         rec["certificate"] = feature_certificate["text"]

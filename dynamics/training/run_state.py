@@ -131,9 +131,13 @@ class RunState:
                     aug, d.x_train, d.y_train, d.num_classes, cfg.check_size, cfg.seed, self.switch.certificate,
                     cfg.full_check))
             c = self.conditions_tau
+            verdict = ("holds" if c.alignment_holds else
+                       "FAILS" if c.details.get("alignment_conclusive", True) else "inconclusive")
+            if c.details.get("alignment_trivial"):
+                verdict += f" trivially (n·k = {c.details.get('nk')} ≤ p = {c.details.get('p')} at this size)"
             log.info("conditions at tau=%d on %d points: on-model %s (residual %.1e), alignment %s (residual %.1e)",
                      self.epoch, c.n_checked, "holds" if c.on_model_holds else "FAILS", c.on_model_residual,
-                     "holds" if c.alignment_holds else "FAILS", c.alignment_residual)
+                     verdict, c.alignment_residual)
 
     def _install(self, aug: nn.Module) -> None:
         self.model = aug
