@@ -3,6 +3,7 @@ certified after ζ is fitted, NOT certified in the control (ζ = 0 at τ on a ne
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -88,3 +89,38 @@ def test_run_certificate_refuses_a_plain_model_and_prediction_change_needs_equal
         run_certificate(aug.base, x, y, None, None, info["certificate"])
     with pytest.raises(InputError, match="shape"):
         prediction_change(np.zeros(3), np.zeros(4))
+
+
+def _near_diagonal(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    off = torch.rand(n, n, generator=g) * (torch.rand(n, n, generator=g) < 0.05)
+    return (torch.eye(n) + 0.2 * (off + off.T)).float()
+
+
+def test_zstar_bound_against_the_exact_solution_and_under_a_bad_solve():
+    """‖Ẑ‖ + ‖E‖/σ bounds the exact ‖Φ⁻¹Y‖ from above, tightly after a converged LSQR, and still from above
+    after ONE iteration (the residual term carries it: drop it and this fails)."""
+    from dynamics.training.run_certificate import GENERIC_ZSTAR, zstar_norm_bound
+    from dynamics.training.sparse_rows import SparseRows
+
+    phi = _near_diagonal(60)
+    rows = SparseRows.from_dense(phi)
+    y = torch.nn.functional.one_hot(torch.arange(60) % 4, 4).double()
+    sigma = float(torch.linalg.svdvals(phi.double()).min()) * 0.999
+    exact = float(torch.linalg.solve(phi.double(), y).norm())
+    bound, how = zstar_norm_bound(rows, y, sigma)
+    assert exact <= bound <= exact * (1 + 1e-8) and "LSQR" in how
+    assert bound < math.sqrt(60) / sigma
+    rough, _ = zstar_norm_bound(rows, y, sigma, iter_lim=1)
+    assert rough >= exact
+
+
+def test_zstar_bound_falls_back_when_shared_rows_disagree_on_the_label():
+    from dynamics.training.run_certificate import GENERIC_ZSTAR, zstar_norm_bound
+    from dynamics.training.sparse_rows import SparseRows
+
+    phi = _near_diagonal(10)
+    rows = SparseRows.from_dense(phi, row_of=torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])   # point 10 shares row 0 with point 0, other label
+    bound, how = zstar_norm_bound(rows, torch.nn.functional.one_hot(labels, 3).double(), 0.5)
+    assert bound == math.sqrt(10) / 0.5 and how.startswith(GENERIC_ZSTAR)

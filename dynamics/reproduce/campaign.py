@@ -7,7 +7,10 @@ Layout of ``out_dir``::
 
 After training, each finished base run gets the lower bound on its own alignment residual at the end
 (:mod:`dynamics.reproduce.base_residual`, timed separately, written to its ``alignment_lower.json``; skipped with
-the reason when no subset can bound it or it does not fit the memory budget). The torch thread count of every
+the reason when no subset can bound it or it does not fit the memory budget), and each finished modified run whose
+end certificate predates the tighter ‖Z*‖ bound is recertified from its final checkpoint
+(:mod:`dynamics.reproduce.recertify`, timed, written to its ``run_certificate_end.json``; nothing is trained).
+The torch thread count of every
 run is chosen once (``threads``, default: the cores free when the reproduction starts) and recorded in each
 run's summary.
 
@@ -33,6 +36,7 @@ from dynamics.data.catalogue import DataMissingError
 from dynamics.data.files import load_dataset
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
 from dynamics.reproduce.base_residual import (ALIGNMENT_LOWER_FILE, DEFAULT_MEMORY_BUDGET, base_alignment_lower)
+from dynamics.reproduce.recertify import needs_recertification, recertify_end
 from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
 from dynamics.reproduce.report import FigureWriter, write_report
 from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
@@ -246,6 +250,7 @@ def reproduce(preset: str | Preset, datasets: Sequence[str] | None = None,
         t_residual = time.perf_counter()
         _base_residuals(planned, data, residual_memory_budget, say)
         say(f"reproduce {p.name}: base residual bounds took {time.perf_counter() - t_residual:.0f} s")
+        _recertify(planned, data, say)
     records = [load_run(r.path) for r in planned if (r.path / "config.json").is_file()]
     skipped_list = [SkippedDataset(d, reason) for d, reason in skipped.items()]
     caption = f"{COLUMNS_CAPTION} {p.caption()}"
@@ -277,6 +282,25 @@ def _base_residuals(planned: Sequence[PlannedRun], data: Mapping[str, Any], memo
         else:
             say(f"{run.name}: base residual r >= {out['lower']:.3e} (<= {out['upper']:.3e}) on all {out['n']} "
                 f"training points, subset |S| = {out['subset_size']}, {out['time_s']:.0f} s")
+
+
+def _recertify(planned: Sequence[PlannedRun], data: Mapping[str, Any], say: Callable[[str], None]) -> None:
+    """The end certificate of every finished modified run written with the generic ‖Z*‖ bound, recomputed."""
+    for run in planned:
+        if not run.config["modified"] or not (run.path / "config.json").is_file():
+            continue
+        record = load_run(run.path)
+        if not needs_recertification(record):
+            continue
+        try:
+            out = recertify_end(record, data.get(run.config["dataset"]))
+        except (RunStateError, DataError) as exc:
+            say(f"{run.name}: end certificate not recomputed: {exc}")
+            continue
+        eps, old = out["epsilon_ce"], out["recertified"]["previous_epsilon_ce"]
+        say(f"{run.name}: end certificate recomputed from the final checkpoint ({out['recertified']['time_s']:.0f} s): "
+            f"eps {old if old is None else format(old, '.3g')} -> {eps if eps is None else format(eps, '.3g')} "
+            f"({'< 1/2: certified' if out['ce_certified'] else 'not < 1/2'}; {out['zstar_method']})")
 
 
 def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> RunSummary | None:

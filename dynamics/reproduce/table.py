@@ -5,7 +5,9 @@ One row per (dataset, augmentation). For each of the base and the modified algor
 seeds, std with the n − 1 denominator (blank for a single seed). Per seed (lists aligned with ``seeds``):
 
 * ``modified.optimality_eps``: the run certificate's ε at the end on the whole training set (ε < ½ proves
-  every training point classified correctly and L_sum ≤ 2ε; None without a proven σ_min(Φ));
+  every training point classified correctly and L_sum ≤ 2ε; None without a proven σ_min(Φ)); from the run
+  folder's ``run_certificate_end.json`` when the run was recertified from its final checkpoint
+  (:mod:`dynamics.reproduce.recertify`), else from its summary;
   ``modified.train_accuracies`` (eval mode, whole training set), ``modified.g_over_f_test`` (‖g‖/‖f‖ on the test
   set), ``modified.test_predictions_changed`` (fraction of test predictions that differ from the base run of the
   same seed, from the two runs' ``test_predictions.npy``; None without the base run);
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from dynamics.reproduce.base_residual import read_alignment_lower
+from dynamics.reproduce.recertify import read_recertified
 from dynamics.reproduce.run_groups import RunRecord, group_runs
 from dynamics.training.records import FinalMetrics
 from dynamics.training.run_certificate import prediction_change
@@ -143,7 +146,7 @@ class GroupStats:
         self.paths.append(str(r.path))
         self.train_accuracies.append(r.final.train_acc)
         if r.modified:
-            cert = (r.summary.run_certificate_end if r.summary is not None else None) or {}
+            cert = read_recertified(r) or (r.summary.run_certificate_end if r.summary is not None else None) or {}
             self.optimality_eps.append(cert.get("epsilon_ce"))
             self.g_over_f_test.append(cert.get("g_over_f_test"))
             mine = read_test_predictions(r)
