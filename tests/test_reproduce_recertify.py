@@ -70,3 +70,22 @@ def test_refuses_a_base_run(tmp_path):
     train(small_config(model="mlp", epochs=1, batch_size=20), tmp_path / "base", data=(x, y, x, y), progress=False)
     with pytest.raises(RunStateError, match="finished modified run"):
         recertify_end(tmp_path / "base", (x, y, x, y))
+
+
+def test_report_recertify_flag(modified_run, tmp_path, capsys, monkeypatch):
+    """``dynamics report --recertify`` recomputes only runs that need it (here: after the summary is made to look
+    like one written with the generic bound), and the table it writes reads the recomputed ε."""
+    import dynamics.cli.report as report_cli
+    from dynamics.cli import main
+
+    path, data = modified_run
+    main(["report", str(path), "--out", str(tmp_path / "a"), "--no-figures", "--recertify"])
+    assert "recomputed" not in capsys.readouterr().out and not (path / RECERTIFIED_FILE).exists()
+    summary = json.loads((path / "summary.json").read_text())
+    summary["run_certificates"]["end"].pop("zstar_method")
+    (path / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(report_cli, "recertify_end", lambda record: recertify_end(record, data))
+    main(["report", str(path), "--out", str(tmp_path / "b"), "--no-figures", "--recertify"])
+    assert "end certificate recomputed" in capsys.readouterr().out and (path / RECERTIFIED_FILE).exists()
+    table = json.loads((tmp_path / "b" / "table.json").read_text())
+    assert table["rows"][0]["modified"]["optimality_eps"] == [read_recertified(load_run(path))["epsilon_ce"]]
