@@ -18,6 +18,13 @@ Measured (results/alignment_bounds.jsonl; 2-core development machine shared with
 thread): n = 5,000, 3 epochs of SGD (train accuracy 0.774), |S| = 2,200 (J_S 22,000 × 19,811). Run 1: J_S 122 s,
 QR 611 s, total 870 s, r ∈ [0.0629, 1.0]. Run 2 (with the read-out upper bound): J_S 83 s, QR 789 s, total 978 s,
 r ∈ [0.0629, 0.4998]. Both conclusive (alignment fails); the target is ≤ 15 min (900 s).
+Run 3 (2026-12-01, the other core training, no other load): J_S 46 s, QR 356 s, check 448 s (7.5 min, target met),
+peak RSS 6.8 GiB, r ∈ [0.0629, 0.4998].
+Exact route, n = 20,000 (2026-12-01, one thread, the other core training): 3 epochs (train accuracy 0.960),
+JᵀJ (19,810 × 19,810) over 200,000 rows in 1,716 s, eigendecomposition 1,214 s, check 3,056 s (51 min; target
+≤ 1 h), peak RSS 13.0 GiB. rank 19,482 of 19,810; r = 0.2926 from the Gram formula and from the explicit fit
+‖Y − Jz‖/‖Y‖ alike; stated bounds r ∈ [0.158, 0.293] (the lower side pays the eigenvector accuracy
+max(m, p)·eps·(σ_max/σ_r)² = 0.061 in r²). Conclusive: this trained network is not aligned on its training set.
 
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 5000 --route subset
     OMP_NUM_THREADS=1 python benchmarks/alignment_bounds.py --n 20000 --route gram
