@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from dynamics.errors import InputError
 from dynamics.reproduce.base_residual import read_alignment_lower
+from dynamics.reproduce.recertify import read_recertified
 from dynamics.training.run_folder import RunRecord
 from figures.training_curves import COLORS, format_epoch_axes, row_groups, run_dirs_main
 
@@ -32,7 +33,8 @@ __all__ = ["plot", "main", "epsilon_curve", "has_data"]
 
 
 def epsilon_curve(run: RunRecord) -> tuple[list[int], list[float]]:
-    """(epochs, ε) of one modified run: at τ, after the phase-2 epochs that recorded it, and at the end."""
+    """(epochs, ε) of one modified run: at τ, after the phase-2 epochs that recorded it, and at the end (from the
+    run folder's ``run_certificate_end.json`` when the run was recertified, else from its summary)."""
     points: dict[int, float] = {}
     summary = run.summary
     if summary is not None and summary.run_certificate_tau and run.tau is not None:
@@ -42,8 +44,9 @@ def epsilon_curve(run: RunRecord) -> tuple[list[int], list[float]]:
     for rec in run.epochs:
         if rec.epsilon_ce is not None:
             points[rec.epoch] = float(rec.epsilon_ce)
-    if summary is not None and summary.run_certificate_end:
-        eps = summary.run_certificate_end.get("epsilon_ce")
+    end = read_recertified(run) or (summary.run_certificate_end if summary is not None else None)
+    if summary is not None and end:  # the recomputed end certificate when the run was recertified
+        eps = end.get("epsilon_ce")
         if eps is not None:
             points[summary.epochs_completed] = float(eps)
     xs = sorted(e for e in points if math.isfinite(points[e]) and points[e] > 0)
