@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from _training_common import small_config
+from _training_common import random_label_data, small_config
 from dynamics.conditions import check_alignment
 from dynamics.errors import RunStateError
 from dynamics.models import create_for_data
@@ -18,9 +17,8 @@ from dynamics.training.checkpoint import load_checkpoint
 from dynamics.training.run_folder import load_run
 
 
-def _data(n=120, d=4, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+def _data():
+    return random_label_data(n=120, dim=4, k=3, seed=0)
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from _training_common import small_config
+from _training_common import random_label_data, small_config
 from dynamics.errors import RunStateError
 from dynamics.reproduce.recertify import RECERTIFIED_FILE, needs_recertification, read_recertified, recertify_end
 from dynamics.reproduce.table import build_table
@@ -16,9 +15,8 @@ from dynamics.training.run_certificate import GENERIC_ZSTAR
 from dynamics.training.run_folder import load_run
 
 
-def _data(n=120, d=4, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+def _data():
+    return random_label_data(n=120, dim=4, k=3, seed=0)
 
 
 @pytest.fixture
