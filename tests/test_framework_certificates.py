@@ -149,3 +149,24 @@ def test_condition_check_takes_the_ntk_route_when_the_dense_jacobian_does_not_fi
     assert base_dense["alignment_method"] == "dense" and base_gram["alignment_method"] == "gram"
     assert base_dense["alignment_residual"] > 0.1 and not base_dense["alignment_holds"]
     assert abs(base_gram["alignment_residual"] - base_dense["alignment_residual"]) < 1e-8
+
+
+def test_feature_maps_and_classifiers_must_implement_their_abstract_methods():
+    """FeatureMap (out_dim, fit, raw, certify) and Classifier (_features) are abstract: a subclass that forgets one
+    cannot be built, instead of failing later with NotImplementedError mid-run."""
+    from dynamics.models.base import Classifier
+    from dynamics.training.features import FeatureMap
+
+    class Half(FeatureMap):
+        out_dim = 1
+
+        def fit(self, h, y, num_classes):
+            return self
+
+        def raw(self, h):
+            return h
+
+    with pytest.raises(TypeError, match="certify"):
+        Half()
+    with pytest.raises(TypeError, match="_features"):
+        Classifier()

@@ -8,6 +8,7 @@ framework keeps a frozen copy of it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -88,7 +89,7 @@ def residual_stages(block: Callable[[int, int, int], nn.Module], in_planes: int,
     return nn.Sequential(*stages), c
 
 
-class Classifier(nn.Module):
+class Classifier(nn.Module, ABC):
     """Base class: ``features`` (N, ...) -> (N, feature_dim), then ``readout: nn.Linear`` -> logits (N, k).
 
     Subclasses set ``in_channels``, ``num_classes``, ``feature_dim``, ``readout`` and implement
@@ -103,8 +104,9 @@ class Classifier(nn.Module):
     input_size: tuple[int, int] | None = None
     min_size: int | None = None
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation (N, feature_dim) that the read-out maps to the logits."""
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputError` when ``x`` (N, C, H, W) or (C, H, W) cannot go through this model."""

@@ -34,6 +34,7 @@ Constructions (``FEATURES``):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -143,7 +144,7 @@ def _sigma_for_mass(d2: torch.Tensor, mass: float, max_mass: float, threshold: f
     return lo
 
 
-class FeatureMap(nn.Module):
+class FeatureMap(nn.Module, ABC):
     """Base class. ``scale`` (buffer) multiplies φ; the framework sets it from the optimiser (see framework)."""
 
     name = "base"
@@ -158,15 +159,17 @@ class FeatureMap(nn.Module):
         return {"exact_limit": self.exact_limit, "seed": self.seed}
 
     @property
-    def out_dim(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def out_dim(self) -> int:
+        """m, the number of features."""
 
-    def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "FeatureMap":  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def fit(self, h: torch.Tensor, y: torch.Tensor, num_classes: int) -> "FeatureMap":
+        """Fit the map to the training representations ``h`` (and labels, for the label-reading control)."""
 
-    def raw(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def raw(self, h: torch.Tensor) -> torch.Tensor:
         """Unscaled features (B, m) of representations ``h`` (B, d)."""
-        raise NotImplementedError
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Features (B, m) of representations ``h`` (B, d), times ``scale``."""
@@ -189,8 +192,9 @@ class FeatureMap(nn.Module):
         """The certificate on all n training points and the unscaled training rows."""
         return self.certify(h, y), self.training_rows(h)
 
-    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def certify(self, h: torch.Tensor, y: torch.Tensor) -> FeatureCertificate:
+        """The feature certificate (Φ of full row rank, with a proven σ_min or an exact rank) on ``h``."""
 
 
 class _Standardise(FeatureMap):
