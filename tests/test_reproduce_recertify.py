@@ -87,3 +87,10 @@ def test_report_recertify_flag(modified_run, tmp_path, capsys, monkeypatch):
     assert "end certificate recomputed" in capsys.readouterr().out and (path / RECERTIFIED_FILE).exists()
     table = json.loads((tmp_path / "b" / "table.json").read_text())
     assert table["rows"][0]["modified"]["optimality_eps"] == [read_recertified(load_run(path))["epsilon_ce"]]
+
+
+def test_a_missing_final_checkpoint_is_named(modified_run):
+    path, data = modified_run
+    (path / "checkpoints" / "last.pt").unlink()
+    with pytest.raises(RunStateError, match="last.pt is missing.*rerun the run"):
+        recertify_end(path, data)

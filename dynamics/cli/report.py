@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dynamics.cli.validate import arg, output_folder
 from dynamics.reproduce.presets import get_preset
-from dynamics.reproduce.recertify import needs_recertification, recertify_end
+from dynamics.reproduce.recertify import describe, needs_recertification, recertify_end
 from dynamics.reproduce.report import write_report
 from dynamics.reproduce.run_groups import RunRecord, discover_runs
 from dynamics.reproduce.table import COLUMNS_CAPTION
@@ -60,10 +60,7 @@ def run(args: argparse.Namespace) -> int:
         for record in runs:
             if needs_recertification(record):
                 out = recertify_end(record)
-                old, new = out["recertified"]["previous_epsilon_ce"], out["epsilon_ce"]
-                print(f"{record.path}: end certificate recomputed in {out['recertified']['time_s']:.0f} s: eps "
-                      f"{'n/a' if old is None else format(old, '.3g')} -> {'n/a' if new is None else format(new, '.3g')} "
-                      f"({'certified' if out['ce_certified'] else 'not < 1/2'}; {out['zstar_method']})", flush=True)
+                print(f"{record.path}: {describe(out)}", flush=True)
         runs = discover_runs(args.runs)
     caption = args.caption if args.caption is not None else COLUMNS_CAPTION
     if args.preset is not None:

@@ -28,9 +28,7 @@ from dynamics.conditions.alignment import check_alignment
 from dynamics.conditions.gram import default_subset, minimum_subset
 from dynamics.conditions.subset_bound import subset_bytes
 from dynamics.data.train_test import load_train_test
-from dynamics.errors import RunStateError
 from dynamics.models import create_for_data
-from dynamics.training.checkpoint import load_checkpoint
 from dynamics.training.run_folder import RunRecord, load_run
 
 __all__ = ["base_alignment_lower", "need_for_lower_bound", "read_alignment_lower", "ALIGNMENT_LOWER_FILE",
@@ -78,15 +76,11 @@ def base_alignment_lower(run: RunRecord | str | os.PathLike, data: tuple | None 
     """
     record = run if isinstance(run, RunRecord) else load_run(run)
     cfg = record.config
-    if record.modified or not record.finished:
-        raise RunStateError(f"{record.path}: base_alignment_lower needs a finished base run, got {record}")
-    ckpt = Path(record.path) / "checkpoints" / "last.pt"
-    if not ckpt.is_file():
-        raise RunStateError(f"{ckpt} is missing: the final parameters of {record.path} are needed; rerun the run")
     start = time.perf_counter()
+    state = record.final_state(modified=False)
     tensors = load_train_test(cfg.dataset, cfg.data_root, cfg.train_subset, cfg.seed, data)
     model = create_for_data(cfg.model, tensors.x_train, tensors.num_classes, **cfg.model_options)
-    model.load_state_dict(load_checkpoint(ckpt, cfg.digest())["model"])
+    model.load_state_dict(state["model"])
     model.eval()
     n, k = len(tensors.x_train), tensors.num_classes
     p = sum(q.numel() for q in model.parameters() if q.requires_grad)

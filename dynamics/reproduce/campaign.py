@@ -36,7 +36,7 @@ from dynamics.data.catalogue import DataMissingError
 from dynamics.data.files import load_dataset
 from dynamics.errors import ConfigError, DataError, NonFiniteError, RunStateError
 from dynamics.reproduce.base_residual import (ALIGNMENT_LOWER_FILE, DEFAULT_MEMORY_BUDGET, base_alignment_lower)
-from dynamics.reproduce.recertify import needs_recertification, recertify_end
+from dynamics.reproduce.recertify import describe, needs_recertification, recertify_end
 from dynamics.reproduce.presets import Preset, get_preset, preset_config_dicts
 from dynamics.reproduce.report import FigureWriter, write_report
 from dynamics.reproduce.table import COLUMNS_CAPTION, ReproductionTable, SkippedDataset, build_table
@@ -297,10 +297,7 @@ def _recertify(planned: Sequence[PlannedRun], data: Mapping[str, Any], say: Call
         except (RunStateError, DataError) as exc:
             say(f"{run.name}: end certificate not recomputed: {exc}")
             continue
-        eps, old = out["epsilon_ce"], out["recertified"]["previous_epsilon_ce"]
-        say(f"{run.name}: end certificate recomputed from the final checkpoint ({out['recertified']['time_s']:.0f} s): "
-            f"eps {old if old is None else format(old, '.3g')} -> {eps if eps is None else format(eps, '.3g')} "
-            f"({'< 1/2: certified' if out['ce_certified'] else 'not < 1/2'}; {out['zstar_method']})")
+        say(f"{run.name}: {describe(out)}")
 
 
 def _train(run: PlannedRun, data: tuple[Any, Any, Any, Any] | None) -> RunSummary | None:

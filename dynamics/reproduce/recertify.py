@@ -25,12 +25,11 @@ from dynamics.atomic import write_json
 from dynamics.data.train_test import load_train_test
 from dynamics.errors import RunStateError
 from dynamics.models import create_for_data
-from dynamics.training.checkpoint import load_checkpoint
 from dynamics.training.framework import rebuild
 from dynamics.training.run_certificate import GENERIC_ZSTAR, run_certificate
 from dynamics.training.run_folder import RunRecord, load_run
 
-__all__ = ["recertify_end", "needs_recertification", "read_recertified", "RECERTIFIED_FILE"]
+__all__ = ["recertify_end", "needs_recertification", "read_recertified", "describe", "RECERTIFIED_FILE"]
 
 RECERTIFIED_FILE = "run_certificate_end.json"
 
@@ -63,15 +62,10 @@ def recertify_end(run: RunRecord | str | os.PathLike, data: tuple | None = None,
     """
     record = run if isinstance(run, RunRecord) else load_run(run)
     cfg = record.config
-    if not record.modified or not record.finished or record.summary is None or record.summary.switch is None:
-        raise RunStateError(f"{record.path}: recertify_end needs a finished modified run, got {record}")
-    ckpt = Path(record.path) / "checkpoints" / "last.pt"
-    if not ckpt.is_file():
-        raise RunStateError(f"{ckpt} is missing: the final parameters of {record.path} are needed; rerun the run")
     start = time.perf_counter()
-    state = load_checkpoint(ckpt, cfg.digest())
-    if state.get("framework") is None:
-        raise RunStateError(f"{ckpt} holds no modified model (no framework state): is it the run's last epoch?")
+    state = record.final_state(modified=True)
+    if state.get("framework") is None or record.summary.switch is None:
+        raise RunStateError(f"{record.path}: the final checkpoint holds no modified model (no switch recorded)")
     tensors = load_train_test(cfg.dataset, cfg.data_root, cfg.train_subset, cfg.seed, data)
     # built as training built them (channels-last weights when configured): the frozen representation must
     # reproduce the fitted centres bit for bit, or the feature map refuses the training cache
@@ -82,9 +76,8 @@ def recertify_end(run: RunRecord | str | os.PathLike, data: tuple | None = None,
     model = rebuild(base, template, state["framework"], state["model"])
     model.eval()
     model.cache_training_features(tensors.x_train)
-    loss = cfg.loss if cfg.phase2_loss is None else cfg.phase2_loss
     cert = run_certificate(model, tensors.x_train, tensors.y_train, tensors.x_test, tensors.y_test,
-                           record.summary.switch.certificate, "end", loss=loss)
+                           record.summary.switch.certificate, "end", loss=cfg.loss_after_switch)
     previous = record.summary.run_certificate_end or {}
     out = cert.to_dict()
     out["recertified"] = {
@@ -97,6 +90,19 @@ def recertify_end(run: RunRecord | str | os.PathLike, data: tuple | None = None,
     if write:
         write_json(Path(record.path) / RECERTIFIED_FILE, out)
     return out
+
+
+def describe(out: dict[str, Any]) -> str:
+    """One line for a recomputed certificate: the time, ε before → after, and the verdict.
+
+    >>> describe({"epsilon_ce": 0.0861, "ce_certified": True, "zstar_method": "LSQR solve",
+    ...           "recertified": {"previous_epsilon_ce": 0.515, "time_s": 263.2}})
+    'end certificate recomputed from the final checkpoint (263 s): eps 0.515 -> 0.0861 (< 1/2: certified; LSQR solve)'
+    """
+    old, new = out["recertified"]["previous_epsilon_ce"], out["epsilon_ce"]
+    return (f"end certificate recomputed from the final checkpoint ({out['recertified']['time_s']:.0f} s): "
+            f"eps {'n/a' if old is None else format(old, '.3g')} -> {'n/a' if new is None else format(new, '.3g')} "
+            f"({'< 1/2: certified' if out['ce_certified'] else 'not < 1/2'}; {out['zstar_method']})")
 
 
 def read_recertified(run: RunRecord) -> dict[str, Any] | None:

@@ -215,6 +215,11 @@ class TrainConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in LOCATION_FIELDS}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def loss_after_switch(self) -> str:
+        """The loss of phase 2: ``phase2_loss`` when given, else ``loss``."""
+        return self.loss if self.phase2_loss is None else self.phase2_loss
+
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` on an inconsistent configuration; return ``self``."""
         def positive(name: str, value: float) -> None:

@@ -47,7 +47,7 @@ from dynamics.training.records import (
     ConditionCheck, ConfigSnapshot, EpochRecord, FinalMetrics, ProbeRecord, RecordSchemaError, RunSummary,
     metrics_record_from_dict,
 )
-from dynamics.training.checkpoint import digest_path
+from dynamics.training.checkpoint import digest_path, load_checkpoint
 from dynamics.training.config import LOCATION_FIELDS, TrainConfig
 
 __all__ = ["RunFolder", "RunRecord", "load_run", "is_finished", "read_metrics", "check_out_folder"]
@@ -270,6 +270,21 @@ class RunRecord:
     @property
     def final(self) -> FinalMetrics:
         return FinalMetrics() if self.summary is None else self.summary.final
+
+    def final_state(self, modified: bool) -> dict[str, Any]:
+        """The final checkpoint of a finished run of the given kind (verified against the configuration digest).
+
+        Raises:
+            RunStateError: the run is not finished, is of the other kind, or its ``checkpoints/last.pt`` is
+                missing (say what to do).
+        """
+        kind = "modified" if modified else "base"
+        if self.modified != modified or not self.finished:
+            raise RunStateError(f"{self.path}: needs a finished {kind} run, got {self}")
+        ckpt = Path(self.path) / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise RunStateError(f"{ckpt} is missing: the final parameters of {self.path} are needed; rerun the run")
+        return load_checkpoint(ckpt, self.config.digest())
 
     def condition(self, when: str) -> ConditionCheck | None:
         """The condition check at ``when`` in {"tau", "end"} (None when not recorded)."""

@@ -72,7 +72,7 @@ class RunState:
     @property
     def loss(self) -> str:
         """The loss being minimised now: ``phase2_loss`` after the switch when given, else ``loss``."""
-        return self.cfg.loss if self.switch is None or self.cfg.phase2_loss is None else self.cfg.phase2_loss
+        return self.cfg.loss if self.switch is None else self.cfg.loss_after_switch
 
     @property
     def adaptive(self) -> bool:
